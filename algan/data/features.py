@@ -1,0 +1,111 @@
+"""Feature arrays (.npz with X (n, d) and y (n,)), e.g. ADBench's MVTec-AD ResNet-18 embeddings."""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .common import DataError
+from .splits import NORMAL_60_20_20, VAL_TEST_HALVES, _sizes, hash_lists, stratified_assign
+
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+@dataclass
+class FeatureSplit:
+    """One split of a feature file: rows X (N, D) float32, labels y (N,) int64, row indices into the file."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class FeatureSplits:
+    """A feature file split by seed: normals 60/20/20 train/val/test, anomalies 50/50 val/test."""
+
+    name: str
+    category: str
+    seed: int
+    path: Path
+    train: FeatureSplit
+    val: FeatureSplit
+    test: FeatureSplit
+
+    def _parts(self) -> dict[str, FeatureSplit]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def file_lists(self) -> dict[str, list[int]]:
+        """Row indices of each split, to save with a run's results."""
+        return {name: [int(r) for r in s.rows] for name, s in self._parts().items()}
+
+    def split_hash(self) -> str:
+        """A short fingerprint of the row lists and labels."""
+        return hash_lists(self.file_lists(), {n: s.y.tolist() for n, s in self._parts().items()})
+
+    def describe(self) -> dict:
+        """JSON-ready summary: file, seed, dimension, sizes per split and label."""
+        return {
+            "name": self.name, "category": self.category, "seed": self.seed, "path": str(self.path),
+            "dim": int(self.train.x.shape[1]), "sizes": _sizes(self._parts()), "split_hash": self.split_hash(),
+        }
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (X float32 (n, d), y int64 (n,) in {0, 1}) from an .npz; every problem is a DataError."""
+    fix = "expected an .npz with arrays X (n, d) and y (n,), 1 = anomalous"
+    if not path.is_file():
+        raise DataError(f"{path}: feature file not found, {fix}; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+            if "X" not in keys or "y" not in keys:
+                missing = [k for k in ("X", "y") if k not in keys]
+                raise DataError(f"{path}: arrays {missing} missing (found {keys}), {fix}; re-export the file with both arrays")
+            X, y = z["X"], z["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read feature file ({type(exc).__name__}: {exc}), {fix}; re-export it") from exc
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) == 0:
+        raise DataError(f"{path}: X has shape {X.shape} and y {y.shape}, {fix} with matching n > 0; re-export it")
+    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise DataError(f"{path}: X is {X.dtype} and y {y.dtype}, expected numbers; re-export it")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{path}: {int(bad.sum())} rows of X hold NaN or inf (first row {int(np.flatnonzero(bad)[0])}), "
+            f"expected finite features; drop or recompute those rows"
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise DataError(f"{path}: y holds {sorted(np.unique(y).tolist())[:5]}, expected only 0 (normal) and 1 (anomalous); fix the labels")
+    y = y.astype(np.int64)
+    if (y == 0).sum() < 3 or (y == 1).sum() < 2:
+        raise DataError(
+            f"{path}: {(y == 0).sum()} normal and {(y == 1).sum()} anomalous rows, expected at least 3 normal and 2 "
+            f"anomalous to make train/val/test; add rows"
+        )
+    return X.astype(np.float32), y
+
+
+def load_features(path: str | os.PathLike, seed: int = 0) -> FeatureSplits:
+    """Load and split a feature file; train/test are merged in such files, so the split is made here, by seed."""
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+        key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    cached = _CACHE.get(key) if key else None
+    X, y = cached if cached is not None else read_npz(path)
+    if key is not None:
+        _CACHE[key] = (X, y)  # reached only after validation passed
+    cut = stratified_assign(y, {0: NORMAL_60_20_20, 1: VAL_TEST_HALVES}, np.random.default_rng(seed))
+    parts = {name: FeatureSplit(X[idx], y[idx], idx.astype(np.int64)) for name, idx in cut.items()}
+    return FeatureSplits(name="features", category=path.stem, seed=seed, path=path, **parts)

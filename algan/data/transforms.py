@@ -1,0 +1,75 @@
+"""Pre-processing of Section IV-B-5: the per-category augmentation table, batch augmentation, extra channels."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# The one per-category augmentation table (paper, Section IV-B-5, ALGAN-image).
+# Ops: "hflip" (width flip), "vflip" (height flip), "rotate" (uniform angle in [-180, 180) degrees).
+AUGMENTATIONS: dict[str, tuple[str, ...]] = {
+    # MVTec-AD textures: vertical and horizontal flips; wood horizontal only.
+    "carpet": ("hflip", "vflip"),
+    "grid": ("hflip", "vflip"),
+    "leather": ("hflip", "vflip"),
+    "tile": ("hflip", "vflip"),
+    "wood": ("hflip",),
+    # MVTec-AD objects.
+    "bottle": ("hflip", "vflip", "rotate"),
+    "hazelnut": ("hflip", "vflip", "rotate"),
+    "toothbrush": ("hflip",),
+    "transistor": ("hflip",),
+    "zipper": ("hflip",),
+    "metal_nut": ("rotate",),
+    "screw": ("rotate",),
+    "cable": (),
+    "capsule": (),
+    "pill": (),
+    # MTD and COIL-100: horizontal flip.
+    "mtd": ("hflip",),
+    "coil100": ("hflip",),
+    # A user's own folder whose category is not an MVTec-AD name.
+    "folder": ("hflip",),
+}
+# Categories converted to one grayscale channel (paper: "Toothbrush was converted into grayscale").
+GRAYSCALE = frozenset({"toothbrush"})
+OPS = ("hflip", "vflip", "rotate")
+
+
+def add_extra_channels(x: torch.Tensor) -> torch.Tensor:
+    """ALGAN-image input: the image plus its channel-axis max and channel-axis mean."""
+    return torch.cat([x, x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each (B, C, H, W) image by its angle, counter-clockwise as displayed (bilinear); uncovered corners become -1 (black)."""
+    rad = degrees.to(device=x.device, dtype=torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Shift to [0, 2] so grid_sample's zero padding means black (-1) after shifting back.
+    return F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+
+
+def augment(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Random per-sample augmentation of a batch; each op draws B uniforms from the CPU generator, in table order."""
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        raise ValueError(f"unknown augmentation op(s) {unknown}; expected ops among {OPS}")
+    if not ops or x.shape[0] == 0:
+        return x
+    b = x.shape[0]
+    # All draws come from the CPU generator, so the result depends only on its state, not on x's device.
+    draws = [torch.rand(b, generator=generator) for _ in ops]
+    for op, u in zip(ops, draws):
+        u = u.to(x.device)
+        if op == "hflip":
+            x = torch.where((u < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
+        elif op == "vflip":
+            x = torch.where((u < 0.5).view(b, 1, 1, 1), x.flip(-2), x)
+        else:
+            x = rotate(x, u * 360.0 - 180.0)
+    return x

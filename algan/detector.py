@@ -1,0 +1,187 @@
+"""Estimators with PyOD's conventions: fit, decision_function (higher = more anomalous), predict.
+
+`ALGAN` takes image tensors (N, C, H, W) in [-1, 1] or 2-D feature arrays (N, D). Image inputs
+are the plain images: when `model.extra_channels` is set the estimator appends the channel-axis
+max and mean itself (Sec. IV-B-5), so the same call works at fit and at scoring time.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import results
+from .data.transforms import add_extra_channels
+from .config import ALGANConfig, profile as make_profile
+from .models.algan_nets import build_networks
+from .score import discriminator_scores, threshold_at_fpr
+from .train import train_algan
+
+
+def as_tensor(X: Any, name: str = "X") -> torch.Tensor:
+    """Float tensor from an array/tensor, rejecting NaN/inf and empty input with one clear line."""
+    x = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+    if x.numel() == 0 or len(x) == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): expected at least one sample")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise ValueError(f"{name} contains NaN or inf in {bad} sample(s): expected finite values")
+    return x
+
+
+class BaseDetector:
+    """Shared thresholding and prediction. Subclasses implement fit/decision_function/_state."""
+
+    threshold_: float = math.nan
+
+    def set_threshold(self, normal_scores, fpr: float) -> float:
+        """Eq. (8): threshold from normal scores only, at the target false-positive rate."""
+        self.threshold_ = threshold_at_fpr(normal_scores, fpr)
+        return self.threshold_
+
+    def predict(self, X) -> np.ndarray:
+        """0 = normal, 1 = anomalous (score above `threshold_`)."""
+        if math.isnan(self.threshold_):
+            raise ValueError("threshold_ is not set: fit the detector (or call set_threshold) first")
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+
+class ALGAN(BaseDetector):
+    """ALGAN: the discriminator, trained with fake-normal, fake-anomalous and buffered data, is the detector."""
+
+    def __init__(self, config: ALGANConfig | str = "paper", *, seed: int = 0, device: str | None = None,
+                 progress: bool = True):
+        self.config = make_profile(config) if isinstance(config, str) else config
+        self.seed = seed
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.progress = progress
+        self.generator = self.discriminator = None
+        self.feature_mean = self.feature_std = None
+        self.history_: Optional[pd.DataFrame] = None
+        self.best_epoch_ = 0
+        self.best_val_auroc_ = math.nan
+
+    # ---- fitting -----------------------------------------------------------------------------
+    def fit(self, X, *, X_val=None, y_val=None,
+            augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None) -> "ALGAN":
+        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold."""
+        x = as_tensor(X, "X")
+        self.config = self._config_for(x)
+        if self.config.model.kind == "feature":
+            self.feature_mean, self.feature_std = x.mean(0), x.std(0).clamp_min(1e-6)
+        x_val = None if X_val is None else as_tensor(X_val, "X_val")
+        if x_val is not None:
+            self._check_input(x_val, "X_val")
+        torch.manual_seed(self.seed)  # network initialisation
+        self.generator, self.discriminator = build_networks(self.config.model)
+        result = train_algan(
+            self.generator, self.discriminator, self._stored(x), self.config.train,
+            latent_dim=self.config.model.latent_dim, seed=self.seed, augment=augment,
+            prepare=self._prepare, x_val=None if x_val is None else self._stored(x_val),
+            y_val=None if y_val is None else np.asarray(y_val), device=self.device, progress=self.progress)
+        self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc
+        normal = x if x_val is None else x_val[torch.as_tensor(np.asarray(y_val) == 0)]
+        self.set_threshold(self.decision_function(normal), self.config.train.threshold_fpr)
+        return self
+
+    def _config_for(self, x: torch.Tensor) -> ALGANConfig:
+        """The data decides the input width; the resolution must match the configured one."""
+        m = self.config.model
+        if x.dim() == 2:
+            return self.config.override(**{"model.kind": "feature", "model.feature_dim": x.shape[1]})
+        if x.dim() != 4:
+            raise ValueError(f"X has shape {tuple(x.shape)}: expected images (N, C, H, W) or features (N, D)")
+        if x.shape[-2:] != (m.image_size, m.image_size):
+            raise ValueError(f"X has images of {x.shape[-2]}x{x.shape[-1]}: expected model.image_size="
+                             f"{m.image_size} (resize the images or set model.image_size)")
+        return self.config.override(**{"model.kind": "image", "model.channels": x.shape[1] + 2 * m.extra_channels})
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def _stored(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature vectors are standardised with the training statistics; images are kept as given."""
+        if self.config.model.kind == "feature":
+            return (x - self.feature_mean) / self.feature_std
+        return x
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.model.kind == "image" and self.config.model.extra_channels:
+            return add_extra_channels(x)
+        return x
+
+    def _check_input(self, x: torch.Tensor, name: str) -> None:
+        m = self.config.model
+        if m.kind == "feature":
+            if x.dim() != 2 or x.shape[1] != m.feature_dim:
+                raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features")
+            return
+        channels = m.channels - 2 * m.extra_channels
+        if x.dim() != 4 or x.shape[1:] != (channels, m.image_size, m.image_size):
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {channels}, {m.image_size}, "
+                             f"{m.image_size}) as in training (model.channels / model.image_size)")
+
+    def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
+        """Anomaly score -D(x) per sample (eval mode, no gradients, batched)."""
+        if self.discriminator is None:
+            raise ValueError("the detector is not fitted: call fit() or ALGAN.load() first")
+        x = as_tensor(X, "X")
+        self._check_input(x, "X")
+        return discriminator_scores(self.discriminator, self._stored(x), prepare=self._prepare,
+                                    batch_size=batch_size, device=self.device)
+
+    @torch.inference_mode()
+    def generate(self, n: int, *, anomalous: bool = False, seed: int = 0) -> torch.Tensor:
+        """Fake-normal (z ~ N(0, I)) or fake-anomalous (z ~ N(0, sigma^2 I)) samples from G, eval mode."""
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.config.model.latent_dim, generator=gen)
+        if anomalous:
+            z = z * self.config.train.sigma
+        self.generator.eval()
+        out = self.generator(z.to(self.device)).cpu()
+        if self.config.model.kind == "feature":
+            out = out * self.feature_std + self.feature_mean
+        return out
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """State dicts + config (+ threshold, feature statistics) in one file, written atomically."""
+        results.torch_save({
+            "format": "algan-1",
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "threshold": self.threshold_,
+            "best_epoch": self.best_epoch_,
+            "best_val_auroc": self.best_val_auroc_,
+            "feature_mean": self.feature_mean,
+            "feature_std": self.feature_std,
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> "ALGAN":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"checkpoint {path} does not exist: expected a file written by ALGAN.save")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != "algan-1":
+            raise ValueError(f"checkpoint {path}: expected an ALGAN checkpoint (format 'algan-1')")
+        det = cls(ALGANConfig.from_dict(state["config"]), seed=state["seed"], device=device, progress=False)
+        det.generator, det.discriminator = build_networks(det.config.model)
+        for name in ("generator", "discriminator"):
+            try:
+                getattr(det, name).load_state_dict(state[name])
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[1:2] or [str(err)]
+                raise ValueError(f"checkpoint {path}: {name} weights do not match its config "
+                                 f"({first[0].strip()})") from None
+        det.generator.to(det.device).eval()
+        det.discriminator.to(det.device).eval()
+        det.threshold_ = state["threshold"]
+        det.best_epoch_, det.best_val_auroc_ = state["best_epoch"], state["best_val_auroc"]
+        det.feature_mean, det.feature_std = state["feature_mean"], state["feature_std"]
+        return det

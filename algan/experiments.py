@@ -1,0 +1,255 @@
+"""One function per table / figure of the paper, each returning tidy DataFrames.
+
+Runs go through the run cache (`algan.results.cached_run`): a finished run is never redone, an
+interrupted one is. Tidy result rows carry their provenance (profile, seed, device, commit,
+wall time) and are written to `results/<page>_<profile>.csv`, which the book's pages read.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import paper, results
+from .config import ALGANConfig, PROFILES, profile as make_profile
+from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
+from .detector import ALGAN
+from .score import auroc
+
+SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": tuple(range(10))}  # paper: 10 seeds (Sec. IV-C)
+RESULTS_DIR = Path(os.environ.get("ALGAN_RESULTS", results.REPO_ROOT / "results"))
+ROW_KEYS = ("dataset", "category", "method", "seed", "profile")
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(PROFILES)}")
+    return profile
+
+
+def default_seeds(profile: str, seeds: Optional[Iterable[int]] = None) -> tuple[int, ...]:
+    return tuple(int(s) for s in (seeds if seeds is not None else SEEDS[check_profile(profile)]))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---- methods: each fits one detector on a split and returns it with its extra metrics -----------
+def fit_algan(splits: Splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
+    cfg = make_profile(profile, **overrides).override(**{"model.extra_channels": splits.extra_channels})
+    det = ALGAN(cfg, seed=seed, device=device, progress=progress)
+    det.fit(splits.train.x, X_val=splits.val.x, y_val=splits.val.y.numpy(), augment=splits.augment)
+    extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
+             "image_size": cfg.model.image_size, "seconds_per_epoch": float(det.history_["seconds"].mean())}
+    return det, extra, det.history_
+
+
+METHODS: dict[str, Callable] = {"algan": fit_algan}
+
+
+def image_run_args(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
+                   overrides: Optional[dict] = None) -> dict[str, Any]:
+    """The arguments that name a run (and hash to its folder). The data root is not one of them."""
+    return {"task": "image_run", "method": method, "dataset": dataset, "category": category,
+            "profile": check_profile(profile), "seed": int(seed), "overrides": dict(sorted((overrides or {}).items()))}
+
+
+def run_image(method: str, dataset: str, *, category: Optional[str] = None, profile: str = "cpu", seed: int = 0,
+              overrides: Optional[dict] = None, data_root=None, runs_dir=None, device: Optional[str] = None,
+              progress: bool = False) -> dict[str, Any]:
+    """Train `method` on one data set / category / seed with the profile's settings; cached."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: expected one of {sorted(METHODS)}")
+    args = image_run_args(method, dataset, category, profile, seed, overrides)
+    device = device or default_device()
+    size = make_profile(profile, **(overrides or {})).model.image_size
+
+    def execute(folder: Path) -> dict[str, Any]:
+        splits = load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
+        results.write_json(folder / "splits.json", {"split_hash": splits.split_hash(), **splits.describe(),
+                                                     "files": splits.file_lists()})
+        det, extra, history = METHODS[method](splits, profile, seed, overrides or {}, device, progress)
+        scores = {name: det.decision_function(getattr(splits, name).x) for name in ("val", "test")}
+        results.write_csv(folder / "scores.csv", pd.concat([
+            pd.DataFrame({"split": name, "path": getattr(splits, name).paths,
+                          "label": getattr(splits, name).y.numpy(), "score": s}) for name, s in scores.items()]))
+        if history is not None:
+            results.write_csv(folder / "history.csv", history)
+        det.save(folder / "model.pt")
+        if isinstance(det, ALGAN):
+            save_samples(det, folder / "samples.png")
+        y_test = splits.test.y.numpy()
+        pred = (scores["test"] > det.threshold_).astype(int)
+        return {"test_auroc": auroc(y_test, scores["test"]), "threshold": det.threshold_,
+                "test_tpr_at_threshold": float(pred[y_test == 1].mean()),
+                "test_fpr_at_threshold": float(pred[y_test == 0].mean()),
+                "split_hash": splits.split_hash(), "n_train": len(splits.train), "n_val": len(splits.val),
+                "n_test": len(splits.test), **extra}
+
+    if not results.is_done(results.run_dir(args, runs_dir)):
+        # Fail on a missing data set before a run folder is made.
+        load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
+    return results.cached_run(args, execute, runs_dir, device=device)
+
+
+# ---- tables ---------------------------------------------------------------------------------
+def categories_present(dataset: str, data_root=None) -> list[Optional[str]]:
+    """MVTec-AD categories under the data root (others have no categories)."""
+    if dataset != "mvtec":
+        return [None]
+    root = resolve_root(data_root) / "mvtec"
+    return [c for c in MVTEC_CATEGORIES if (root / c).is_dir()]
+
+
+def tidy_rows(run: dict[str, Any], metrics: Iterable[str] = ("test_auroc", "val_auroc")) -> list[dict]:
+    """One row per metric, carrying the run's arguments and provenance."""
+    cfg, m = run["config"], run["metrics"]
+    a = cfg["args"]
+    base = {"dataset": a["dataset"], "category": a["category"] or a["dataset"], "method": a["method"],
+            "seed": a["seed"], "profile": a["profile"], "device": cfg["device"], "commit": cfg["commit"],
+            "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"),
+            "run": cfg["hash"], "split_hash": m.get("split_hash")}
+    return [{**base, "metric": k, "value": m[k]} for k in metrics if k in m]
+
+
+def missing_row(dataset: str, category: Optional[str], method: str, profile: str, err: Exception) -> dict:
+    return {"dataset": dataset, "category": category or dataset, "method": method, "seed": np.nan,
+            "profile": profile, "metric": "missing_data", "value": np.nan, "note": str(err)}
+
+
+def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, methods=("algan",),
+                      categories=None, data_root=None, runs_dir=None, overrides=None,
+                      progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
+    """Tables 1 / 3 / 4: test AUROC of each method per category and seed (tidy rows).
+
+    A data set absent from the data root gives one `missing_data` row with the reason, not an error.
+    """
+    from tqdm.auto import tqdm
+
+    seeds = default_seeds(profile, seeds)
+    try:
+        cats = categories if categories is not None else categories_present(dataset, data_root)
+    except DataError as err:
+        cats, rows = [], [missing_row(dataset, None, m, profile, err) for m in methods]
+    else:
+        rows = []
+    jobs = [(m, c, s) for m in methods for c in cats for s in seeds]
+    for method, category, seed in tqdm(jobs, desc=f"{dataset} runs", disable=not progress):
+        try:
+            run = run_image(method, dataset, category=category, profile=profile, seed=seed,
+                            overrides=overrides, data_root=data_root, runs_dir=runs_dir)
+        except DataError as err:
+            print(f"{dataset}/{category or '-'}: data set missing under the data root ({err})")
+            rows.append(missing_row(dataset, category, method, profile, err))
+            continue
+        rows.extend(tidy_rows(run))
+    frame = pd.DataFrame(rows)
+    if save_as:
+        save_results(frame, save_as, profile)
+    return frame
+
+
+def summarize(tidy: pd.DataFrame, metric: str = "test_auroc") -> pd.DataFrame:
+    """mean +- std over seeds per dataset/category/method, with the paper's number and our difference."""
+    rows = tidy[tidy["metric"] == metric]
+    if rows.empty:
+        return pd.DataFrame(columns=["dataset", "category", "method", "seeds", "mean", "std", "paper_mean",
+                                     "paper_std", "difference", "paper_source"])
+    out = (rows.groupby(["dataset", "category", "method"], sort=False)["value"]
+           .agg(seeds="count", mean="mean", std="std").reset_index())
+    ref = [paper.image_auroc(d, c) if m == "algan" else {"mean": np.nan, "std": np.nan, "source": ""}
+           for d, c, m in zip(out["dataset"], out["category"], out["method"])]
+    out["paper_mean"] = [r["mean"] for r in ref]
+    out["paper_std"] = [r["std"] for r in ref]
+    out["difference"] = out["mean"] - out["paper_mean"]
+    out["paper_source"] = [r["source"] for r in ref]
+    return out
+
+
+def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
+    path = RESULTS_DIR / f"{name}_{profile}.csv"
+    results.write_csv(path, frame)
+    return path
+
+
+def load_results(name: str, profile: str) -> pd.DataFrame:
+    return pd.read_csv(RESULTS_DIR / f"{name}_{profile}.csv")
+
+
+# ---- figures ---------------------------------------------------------------------------------
+def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
+    """Figure 1's material: a row of fake-normal and a row of fake-anomalous images, as a PNG."""
+    from PIL import Image
+
+    rows = []
+    for anomalous in (False, True):
+        x = det.generate(n, anomalous=anomalous, seed=seed)      # (n, C, H, W) in [-1, 1]
+        channels = x.shape[1] - 2 * det.config.model.extra_channels
+        x = x[:, :channels].clamp(-1, 1)                          # drop the max/mean channels
+        x = x.expand(-1, 3, -1, -1) if channels == 1 else x
+        rows.append(torch.cat(list(x), dim=2))                    # (3, H, n W)
+    grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    with results.atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def figure1_samples(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
+                    dataset: str = "mvtec", category: str = "bottle") -> pd.DataFrame:
+    """Figure 1: fake-normal (top row) vs fake-anomalous (bottom row) images of ALGAN-image runs."""
+    rows = []
+    for seed in default_seeds(profile, seeds):
+        run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
+                        data_root=data_root, runs_dir=runs_dir)
+        rows.append({**tidy_rows(run, ["test_auroc"])[0], "samples": str(run["folder"] / "samples.png")})
+    return pd.DataFrame(rows)
+
+
+def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
+                   datasets=("mtd", "coil100"), split: str = "test") -> pd.DataFrame:
+    """Figure 5: raw anomaly scores -D(x) of ALGAN-image on MTD and COIL-100, per seed and label."""
+    frames = []
+    for dataset in datasets:
+        for seed in default_seeds(profile, seeds):
+            try:
+                run = run_image("algan", dataset, profile=profile, seed=seed, data_root=data_root, runs_dir=runs_dir)
+            except DataError as err:
+                print(f"{dataset}: data set missing under the data root ({err})")
+                break
+            scores = pd.read_csv(run["folder"] / "scores.csv")
+            scores = scores[scores["split"] == split].assign(dataset=dataset, seed=seed, profile=profile,
+                                                             run=run["config"]["hash"])
+            frames.append(scores)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["split", "path", "label", "score", "dataset", "seed", "profile", "run"])
+
+
+def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None):
+    """Figure 3 (toy 2-D): test AUROC (normal vs ring r=4) of ALGAN under both readings and a plain GAN.
+
+    Returns (tidy AUROC rows, {variant: ToyResult of the first seed} for the plots).
+    """
+    from . import toy
+
+    epochs = epochs or {"smoke": 4, "cpu": 60, "paper": 60}[check_profile(profile)]
+    variants = {"ALGAN (per-batch latents, running BN)": ("algan", toy.TOY_READINGS),
+                "ALGAN (literal Alg. 1)": ("algan", toy.LITERAL_READINGS),
+                "plain GAN (same budget)": ("plain_gan", toy.TOY_READINGS)}
+    rows, shown = [], {}
+    prov = results.provenance("cpu")
+    for seed in default_seeds(profile, seeds):
+        for name, (kind, readings) in variants.items():
+            start = time.perf_counter()
+            res = toy.run_toy(kind, seed=seed, epochs=epochs, readings=readings)
+            rows.append({"dataset": "toy2d", "category": "ring r=4", "method": name, "seed": seed,
+                         "profile": profile, "epochs": epochs, "metric": "test_auroc", "value": res.test_auroc,
+                         "device": prov["device"], "commit": prov["commit"],
+                         "wall_seconds": round(time.perf_counter() - start, 2),
+                         "finished_utc": results.provenance("cpu")["started_utc"]})
+            shown.setdefault(name, res)
+    return pd.DataFrame(rows), shown

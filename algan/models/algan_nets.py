@@ -1,0 +1,130 @@
+"""ALGAN's networks (Sec. IV-A-1).
+
+ALGAN-image is DCGAN-like: the generator has batch norm + ReLU on every layer but the output
+(tanh), the discriminator has spectral norm + LeakyReLU and returns a logit. The depth follows
+the resolution: log2(size) - 1 layers each, i.e. 7 at 256x256 as in the paper, 5 at 64x64.
+ALGAN-feature uses three fully connected layers each, with the same normalisation rules.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..config import ModelConfig
+
+
+def n_conv_layers(image_size: int) -> int:
+    """Layers per network: one 4x4 <-> 1x1 layer plus one stride-2 layer per doubling from 4."""
+    return int(math.log2(image_size)) - 1
+
+
+def _widths(base: int, n_layers: int, max_mult: int) -> list[int]:
+    """Channel widths from the high-resolution end: base, 2 base, 4 base, ... capped at max_mult."""
+    return [base * min(2**i, max_mult) for i in range(n_layers - 1)]
+
+
+class ImageGenerator(nn.Module):
+    """G: z (B, latent) -> image (B, C, S, S) in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = n_conv_layers(cfg.image_size)
+        widths = _widths(cfg.g_width, n, cfg.max_width_mult)[::-1]  # low-res (wide) first
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cfg.latent_dim, widths[0], 4, 1, 0, bias=False),  # 1x1 -> 4x4
+            nn.BatchNorm2d(widths[0]), nn.ReLU(True),
+        ]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]  # no BN on output
+        self.net = nn.Sequential(*layers)
+        self.latent_dim = cfg.latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+
+class ImageDiscriminator(nn.Module):
+    """D: image (B, C, S, S) -> logit (B,). The anomaly score is -D(x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = n_conv_layers(cfg.image_size)
+        widths = _widths(cfg.d_width, n, cfg.max_width_mult)
+        layers: list[nn.Module] = []
+        w_in = cfg.channels
+        for w_out in widths:
+            layers += [spectral_norm(nn.Conv2d(w_in, w_out, 4, 2, 1)), nn.LeakyReLU(cfg.leaky_slope, True)]
+            w_in = w_out
+        layers.append(spectral_norm(nn.Conv2d(w_in, 1, 4, 1, 0)))  # 4x4 -> 1x1 logit
+        self.net = nn.Sequential(*layers)
+        self.channels, self.image_size = cfg.channels, cfg.image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"input shape {tuple(x.shape)}: expected (B, {self.channels}, {self.image_size}, {self.image_size}) "
+                "(model.channels / model.image_size)")
+        return self.net(x).flatten()
+
+
+class FeatureGenerator(nn.Module):
+    """G: z (B, latent) -> feature (B, D); linear output because features are standardised, not bounded."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.feature_hidden
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_dim, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(True),
+            nn.Linear(h, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(True),
+            nn.Linear(h, cfg.feature_dim),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class FeatureDiscriminator(nn.Module):
+    """D: feature (B, D) -> logit (B,)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, slope = cfg.feature_hidden, cfg.leaky_slope
+        self.net = nn.Sequential(
+            spectral_norm(nn.Linear(cfg.feature_dim, h)), nn.LeakyReLU(slope, True),
+            spectral_norm(nn.Linear(h, h)), nn.LeakyReLU(slope, True),
+            spectral_norm(nn.Linear(h, 1)),
+        )
+        self.feature_dim = cfg.feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"input shape {tuple(x.shape)}: expected (B, {self.feature_dim}) (model.feature_dim)")
+        return self.net(x).flatten()
+
+
+def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) for the configured kind, DCGAN-initialised."""
+    if cfg.kind == "image":
+        g, d = ImageGenerator(cfg), ImageDiscriminator(cfg)
+    else:
+        g, d = FeatureGenerator(cfg), FeatureDiscriminator(cfg)
+    g.apply(_dcgan_init)
+    d.apply(_dcgan_init)
+    return g, d
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    # DCGAN's N(0, 0.02) init; spectral norm wraps the weight, so initialise the original.
+    weight = getattr(getattr(module, "parametrizations", None), "weight", None)
+    weight = weight.original if weight is not None else getattr(module, "weight", None)
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

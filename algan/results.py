@@ -1,0 +1,152 @@
+"""Atomic writes, provenance, and the run cache.
+
+A run's folder is named by a hash of its sorted arguments (DomainBed style). It holds
+`config.json` (arguments + provenance), `metrics.json`, any other files the run writes, and a
+`done` marker written last: a folder without `done` is an interrupted run and is redone; a
+folder with it is never redone.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- atomic writes -----------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_csv(path: str | Path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _json_default(obj: Any):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ---- provenance --------------------------------------------------------------------------
+def git_commit() -> str:
+    """The code's commit, with '+dirty' when the working tree differs from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "algan"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def device_name(device: str | torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
+    import numpy, sklearn  # noqa: E401 - versions only
+    return {
+        "commit": git_commit(),
+        "device": device_name(device),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---- run cache ---------------------------------------------------------------------------
+def config_hash(args: dict[str, Any]) -> str:
+    text = json.dumps(args, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("ALGAN_RUNS", REPO_ROOT / "results" / "runs"))
+
+
+def run_dir(args: dict[str, Any], runs_dir: str | Path | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / config_hash(args)
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / "done").exists()
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    return {"config": json.loads((folder / "config.json").read_text()),
+            "metrics": json.loads((folder / "metrics.json").read_text()),
+            "folder": folder}
+
+
+def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
+               device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
+
+    `config.json` gets the arguments and provenance; `metrics.json` and `done` are written last.
+    An interrupted run (no `done`) is cleared and redone.
+    """
+    folder = run_dir(args, runs_dir)
+    if is_done(folder):
+        return load_run(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    meta = {"args": args, "hash": folder.name, **provenance(device)}
+    write_json(folder / "config.json", meta)
+    start = time.perf_counter()
+    metrics = fn(folder)
+    meta["wall_seconds"] = round(time.perf_counter() - start, 3)
+    meta["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json(folder / "config.json", meta)
+    write_json(folder / "metrics.json", metrics)
+    write_text(folder / "done", meta["finished_utc"] + "\n")
+    return load_run(folder)
