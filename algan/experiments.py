@@ -253,3 +253,25 @@ def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = N
                          "finished_utc": results.provenance("cpu")["started_utc"]})
             shown.setdefault(name, res)
     return pd.DataFrame(rows), shown
+
+
+# ---- the two readings of Algorithm 1 -------------------------------------------------------------
+READINGS = {
+    "literal (default)": {},
+    "per-batch latents": {"train.latent_schedule": "per_batch"},
+    "per-batch latents + running BN": {"train.latent_schedule": "per_batch", "train.fake_bn_stats": "running"},
+}
+
+
+def readings_table(*, profile: str = "smoke", seeds=None, dataset: str = "mvtec", category: str = "bottle",
+                   data_root=None, runs_dir=None, progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
+    """Test AUROC of ALGAN-image under each reading of Algorithm 1 (latent schedule, BN statistics)."""
+    frames = []
+    for name, overrides in READINGS.items():
+        tidy = image_auroc_table(dataset, profile=profile, seeds=seeds, categories=[category], data_root=data_root,
+                                 runs_dir=runs_dir, overrides=overrides or None, progress=progress)
+        frames.append(tidy.assign(reading=name))
+    frame = pd.concat(frames, ignore_index=True)
+    if save_as:
+        save_results(frame, save_as, profile)
+    return frame
