@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"])
     b.add_argument("--profile", default="cpu")
     b.add_argument("--seeds", type=int, nargs="+")
-    b.add_argument("--methods", nargs="+", default=["algan"])
+    b.add_argument("--methods", nargs="+", default=["algan", "knn"], help="algan, knn (default: both)")
     b.add_argument("--categories", nargs="+")
     b.add_argument("--data-root")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -19,6 +19,7 @@ from . import paper, results
 from .config import ALGANConfig, PROFILES, profile as make_profile
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
 from .detector import ALGAN
+from .models.knn import PixelKNN
 from .score import auroc
 
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": tuple(range(10))}  # paper: 10 seeds (Sec. IV-C)
@@ -50,7 +51,14 @@ def fit_algan(splits: Splits, profile: str, seed: int, overrides: dict, device: 
     return det, extra, det.history_
 
 
-METHODS: dict[str, Callable] = {"algan": fit_algan}
+def fit_knn(splits: Splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
+    """The raw-pixel kNN reference (32x32, k = 1): no epochs, so no validation-based selection."""
+    det = PixelKNN(**overrides).fit(splits.train.x, X_val=splits.val.x, y_val=splits.val.y.numpy())
+    return det, {"size": det.size, "k": det.k}, None
+
+
+METHODS: dict[str, Callable] = {"algan": fit_algan, "knn": fit_knn}
+METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)"}
 
 
 def image_run_args(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
@@ -68,7 +76,8 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
         raise ValueError(f"unknown method {method!r}: expected one of {sorted(METHODS)}")
     args = image_run_args(method, dataset, category, profile, seed, overrides)
     device = device or default_device()
-    size = make_profile(profile, **(overrides or {})).model.image_size
+    # Every method loads the data at the profile's resolution, so all see the same split and pixels.
+    size = make_profile(profile, **((overrides or {}) if method == "algan" else {})).model.image_size
 
     def execute(folder: Path) -> dict[str, Any]:
         splits = load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
@@ -123,7 +132,7 @@ def missing_row(dataset: str, category: Optional[str], method: str, profile: str
             "profile": profile, "metric": "missing_data", "value": np.nan, "note": str(err)}
 
 
-def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, methods=("algan",),
+def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, methods=("algan", "knn"),
                       categories=None, data_root=None, runs_dir=None, overrides=None,
                       progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
     """Tables 1 / 3 / 4: test AUROC of each method per category and seed (tidy rows).
@@ -275,3 +284,86 @@ def readings_table(*, profile: str = "smoke", seeds=None, dataset: str = "mvtec"
     if save_as:
         save_results(frame, save_as, profile)
     return frame
+
+
+# ---- the book's pages (notebooks/): parameter check, provenance line, display tables -----------
+_NOTEBOOK_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})  # IPython's own
+
+
+def check_page_parameters(namespace: dict, allowed: Iterable[str]) -> None:
+    """A page calls this with globals() right after its parameters: papermill only warns on `-p unknown 3`."""
+    import types
+
+    allowed = set(allowed)
+    unknown = sorted(name for name, value in namespace.items()
+                     if name not in allowed and not name.startswith("_") and name not in _NOTEBOOK_NAMES
+                     and not isinstance(value, types.ModuleType))
+    if unknown:
+        raise ValueError(f"unknown page parameter(s) {unknown}: this page takes only {sorted(allowed)} "
+                         f"(e.g. papermill page.ipynb out.ipynb -p profile cpu)")
+    if "profile" in allowed:
+        check_profile(namespace["profile"])
+
+
+def provenance_summary(frame: pd.DataFrame, runs_dir=None) -> str:
+    """One line for a page: profile, seeds, device, commit, when the runs finished, wall time per run."""
+    if "device" not in frame and "run" in frame:  # score rows carry only the run: read its config.json
+        configs = [results.load_run(Path(runs_dir or results.default_runs_dir()) / run)["config"]
+                   for run in frame["run"].dropna().unique()]
+        frame = pd.DataFrame([{"run": c["hash"], "method": c["args"]["method"], "profile": c["args"]["profile"],
+                               "seed": c["args"]["seed"],
+                               "device": c["device"], "commit": c["commit"], "finished_utc": c.get("finished_utc"),
+                               "wall_seconds": c.get("wall_seconds")} for c in configs])
+    if "wall_seconds" not in frame or frame["wall_seconds"].isna().all():
+        return "provenance: no finished runs"
+    runs = frame.dropna(subset=["wall_seconds"]).drop_duplicates("run" if "run" in frame else ["method", "seed"])
+    join = lambda col: ", ".join(str(v) for v in dict.fromkeys(runs[col].dropna()))  # noqa: E731
+    by = runs.assign(wall=runs["wall_seconds"].astype(float)).groupby(
+        runs["method"] if "method" in runs else pd.Series("all", index=runs.index), sort=False)["wall"]
+    wall = ", ".join(f"{METHOD_LABELS.get(m, m)} {w.mean():.1f} s" for m, w in by)
+    return (f"profile {join('profile')} | seeds {', '.join(str(int(s)) for s in sorted(runs['seed'].unique()))} | "
+            f"device {join('device')} | commit {join('commit')} | last finished {runs['finished_utc'].max()} | "
+            f"{len(runs)} run{'s' * (len(runs) != 1)}, mean wall time per run: {wall}")
+
+
+def missing_data_notes(tidy: pd.DataFrame, dataset: str) -> list[str]:
+    """The `missing_data` notes of a tidy table, once each; an empty table means nothing was found."""
+    if tidy.empty:
+        return [f"{dataset}: no data found under the data root, so there is nothing to show"]
+    if "note" not in tidy:
+        return []
+    return list(dict.fromkeys(tidy.loc[tidy["metric"] == "missing_data", "note"].dropna()))
+
+
+def auroc_table(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:
+    """A page's table from `summarize`: one 'mean ± std' column per method (or reading) for each
+    data set / category, then the paper's ALGAN-image number and ours minus the paper's."""
+    def cell(mean, std, n):
+        if pd.isna(mean):
+            return "lost" if n is None else "-"
+        return f"{mean:.3f}" if pd.isna(std) or (n is not None and n < 2) else f"{mean:.3f} ± {std:.3f}"
+
+    key = ["dataset", "category"]
+    s = summary.assign(column=[METHOD_LABELS.get(v, v) if by == "method" else v for v in summary[by]],
+                       cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
+    table = s.pivot(index=key, columns="column", values="cell")[list(dict.fromkeys(s["column"]))]
+    table.insert(0, "seeds", s.groupby(key, sort=False)["seeds"].max())
+    ref = s.dropna(subset=["paper_mean"]).drop_duplicates(key).set_index(key)
+    table["paper (ALGAN-image)"] = [cell(ref.at[k, "paper_mean"], ref.at[k, "paper_std"], None) if k in ref.index
+                                    else "lost" for k in table.index]
+    diff = s.dropna(subset=["difference"]).pivot(index=key, columns="column", values="difference")
+    for col in diff:
+        table[f"{col} − paper"] = diff[col].reindex(table.index).map(lambda d: "" if pd.isna(d) else f"{d:+.3f}")
+    table.columns.name = None
+    return table
+
+
+def run_histories(tidy: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
+    """Per-epoch `history.csv` of each run in a tidy table (methods without epochs have none)."""
+    root = Path(runs_dir or results.default_runs_dir())
+    runs = tidy.dropna(subset=["run"]).drop_duplicates("run") if "run" in tidy else tidy.iloc[:0]
+    frames = [pd.read_csv(root / r.run / "history.csv").assign(dataset=r.dataset, category=r.category,
+                                                              method=r.method, seed=int(r.seed), run=r.run)
+              for r in runs.itertuples() if (root / r.run / "history.csv").is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["epoch", "val_auroc", "dataset", "category", "method", "seed", "run"])

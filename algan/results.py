@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ---- atomic writes -----------------------------------------------------------------------
@@ -36,6 +38,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

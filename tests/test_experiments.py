@@ -1,0 +1,79 @@
+"""The run cache: one folder per argument hash, `done` last, resume after interruption, never repeat."""
+import json
+
+import pandas as pd
+import pytest
+
+from algan import experiments, results
+
+
+def test_cached_run_never_repeats_and_resumes(tmp_path):
+    calls = []
+
+    def work(folder):
+        calls.append(folder)
+        (folder / "out.txt").write_text("x")
+        return {"value": 1.5}
+
+    args = {"task": "t", "seed": 0}
+    first = results.cached_run(args, work, tmp_path)
+    second = results.cached_run(args, work, tmp_path)
+    assert len(calls) == 1 and first["metrics"] == second["metrics"] == {"value": 1.5}
+    folder = first["folder"]
+    assert folder.name == results.config_hash(args) and (folder / "done").exists()
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["args"] == args and cfg["wall_seconds"] >= 0 and "commit" in cfg and "device" in cfg
+    # the hash does not depend on key order
+    assert results.config_hash({"seed": 0, "task": "t"}) == folder.name
+
+    # an interrupted run (no `done`) is cleared and redone
+    def crash(folder):
+        (folder / "partial.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.cached_run({"task": "t", "seed": 1}, crash, tmp_path)
+    broken = results.run_dir({"task": "t", "seed": 1}, tmp_path)
+    assert broken.exists() and not results.is_done(broken)
+    redone = results.cached_run({"task": "t", "seed": 1}, work, tmp_path)
+    assert results.is_done(redone["folder"]) and not (redone["folder"] / "partial.txt").exists()
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "m.json"
+    results.write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with results.atomic_path(path) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("boom")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
+    tidy = experiments.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
+                                         runs_dir=tmp_path, progress=False)
+    auc = tidy[tidy.metric == "test_auroc"]
+    assert len(auc) == 1 and 0.0 <= auc.value.iloc[0] <= 1.0
+    assert {"profile", "seed", "device", "commit", "wall_seconds", "split_hash"} <= set(tidy.columns)
+    folder = tmp_path / auc.run.iloc[0]
+    splits = json.loads((folder / "splits.json").read_text())
+    assert len(splits["files"]["train"]) == 209 and len(splits["files"]["test"]) == 42
+    scores = pd.read_csv(folder / "scores.csv")
+    assert sorted(scores.split.unique()) == ["test", "val"] and len(scores) == 83
+    assert (folder / "history.csv").exists() and (folder / "samples.png").exists()
+    summary = experiments.summarize(tidy)
+    assert summary.paper_mean.iloc[0] == 0.948  # Tables 8/10, bottle at the defaults
+
+
+def test_missing_data_set_is_one_row_not_a_traceback(tmp_path):
+    (tmp_path / "root").mkdir()
+    tidy = experiments.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",
+                                         runs_dir=tmp_path / "runs", progress=False)
+    assert list(tidy.metric) == ["missing_data"] and "mtd" in tidy.note.iloc[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_profile_fails_at_once():
+    with pytest.raises(ValueError, match="unknown profile 'gpu'"):
+        experiments.image_auroc_table("mvtec", profile="gpu")
