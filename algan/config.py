@@ -66,10 +66,11 @@ class TrainConfig:
                                        # printed); "per_batch": one latent batch per data batch index
     generator_loss: str = "saturating"  # Eq. (5) as printed: min log(1 - D(G(z_n)));
                                         # "non_saturating": max log D(G(z_n)) (common practice)
-    fake_bn_stats: str = "batch"    # batch norm in G when making x' for D: "batch" normalises over
-                                    # the mixed z_d batch (one G call in train mode, as Alg. 1 line 9
-                                    # reads); "running" uses the running statistics of the G steps,
-                                    # which see normal latents only, so z_a keeps its larger spread
+    fake_bn_stats: str = "running"  # batch norm in G when making x' for D (the paper is silent):
+                                    # "running" uses the running statistics of the G steps, which see
+                                    # normal latents only, so z_a keeps its larger spread; "batch"
+                                    # normalises over the mixed z_d batch (one G call in train mode),
+                                    # which squeezes x'_n and lets D reject x' by batch statistics alone
     threshold_fpr: float = 0.05     # Eq. (8) leaves the threshold to the user: we pick it at this
                                     # false-positive rate on normal validation scores only
 

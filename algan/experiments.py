@@ -246,8 +246,8 @@ def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = N
     from . import toy
 
     epochs = epochs or {"smoke": 4, "cpu": 60, "paper": 60}[check_profile(profile)]
-    variants = {"ALGAN (per-batch latents, running BN)": ("algan", toy.TOY_READINGS),
-                "ALGAN (literal Alg. 1)": ("algan", toy.LITERAL_READINGS),
+    variants = {"ALGAN (per-batch latents)": ("algan", toy.TOY_READINGS),
+                "ALGAN (literal schedule)": ("algan", toy.LITERAL_READINGS),
                 "plain GAN (same budget)": ("plain_gan", toy.TOY_READINGS)}
     rows, shown = [], {}
     prov = results.provenance("cpu")
@@ -266,9 +266,10 @@ def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = N
 
 # ---- the two readings of Algorithm 1 -------------------------------------------------------------
 READINGS = {
-    "literal (default)": {},
+    "default (literal schedule, running BN, Eq. 5 saturating)": {},
     "per-batch latents": {"train.latent_schedule": "per_batch"},
-    "per-batch latents + running BN": {"train.latent_schedule": "per_batch", "train.fake_bn_stats": "running"},
+    "batch-statistics BN for x'": {"train.fake_bn_stats": "batch"},
+    "non-saturating G loss": {"train.generator_loss": "non_saturating"},
 }
 
 
@@ -326,13 +327,18 @@ def provenance_summary(frame: pd.DataFrame, runs_dir=None) -> str:
             f"{len(runs)} run{'s' * (len(runs) != 1)}, mean wall time per run: {wall}")
 
 
-def missing_data_notes(tidy: pd.DataFrame, dataset: str) -> list[str]:
-    """The `missing_data` notes of a tidy table, once each; an empty table means nothing was found."""
+TIDY_COLUMNS = ("dataset", "category", "method", "seed", "profile", "device", "commit", "finished_utc",
+                "wall_seconds", "run", "split_hash", "metric", "value")
+
+
+def split_missing(tidy: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, list[str]]:
+    """(the result rows, the `missing_data` notes once each); no rows at all is a note of its own."""
     if tidy.empty:
-        return [f"{dataset}: no data found under the data root, so there is nothing to show"]
-    if "note" not in tidy:
-        return []
-    return list(dict.fromkeys(tidy.loc[tidy["metric"] == "missing_data", "note"].dropna()))
+        return (pd.DataFrame(columns=list(TIDY_COLUMNS)),
+                [f"{dataset}: no data found under the data root, so there is nothing to show"])
+    missing = tidy["metric"] == "missing_data"
+    notes = list(dict.fromkeys(tidy.loc[missing, "note"].dropna())) if "note" in tidy else []
+    return tidy[~missing], notes
 
 
 def auroc_table(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:

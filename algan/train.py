@@ -173,7 +173,7 @@ def train_algan(
     alpha = cfg.alpha if cfg.use_anomalous_latent else 1.0
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
 
-    rows, best_auc, best_epoch, best_state = [], -np.inf, 0, None
+    rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
     bar = tqdm(range(1, cfg.epochs + 1), desc="ALGAN", disable=not progress, leave=False)
     for epoch in bar:                                                     # line 1
         start = time.perf_counter()
@@ -224,14 +224,14 @@ def train_algan(
         row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": float("nan")}
         if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             scores = discriminator_scores(D, x_val, prepare=prepare, device=device)
-            row["val_auroc"] = auroc(y_val, scores)
+            row["val_auroc"] = last_auc = auroc(y_val, scores)
             if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
                 best_auc, best_epoch = row["val_auroc"], epoch
                 best_state = _snapshot(G, D)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
-                        val_auroc=f"{best_auc:.3f}" if validate else "-")
+                        val_auroc=f"{last_auc:.3f}" if validate else "-")
     if best_state is None:  # no validation: keep the last epoch
         best_epoch, best_auc, best_state = cfg.epochs, float("nan"), _snapshot(G, D)
     G.load_state_dict(best_state["generator"])
