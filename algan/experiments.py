@@ -77,7 +77,8 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
     args = image_run_args(method, dataset, category, profile, seed, overrides)
     device = device or default_device()
     # Every method loads the data at the profile's resolution, so all see the same split and pixels.
-    size = make_profile(profile, **((overrides or {}) if method == "algan" else {})).model.image_size
+    cfg = make_profile(profile, **((overrides or {}) if method == "algan" else {}))
+    size = cfg.model.image_size
 
     def execute(folder: Path) -> dict[str, Any]:
         splits = load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
@@ -104,7 +105,8 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
     if not results.is_done(results.run_dir(args, runs_dir)):
         # Fail on a missing data set before a run folder is made.
         load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
-    return results.cached_run(args, execute, runs_dir, device=device)
+    # The resolved settings guard the cache against changed defaults (the channel count comes from the data).
+    return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if method == "algan" else None)
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -113,7 +115,11 @@ def categories_present(dataset: str, data_root=None) -> list[Optional[str]]:
     if dataset != "mvtec":
         return [None]
     root = resolve_root(data_root) / "mvtec"
-    return [c for c in MVTEC_CATEGORIES if (root / c).is_dir()]
+    found = [c for c in MVTEC_CATEGORIES if (root / c).is_dir()]
+    if not found:
+        raise DataError(f"{root}: no MVTec-AD category folder found (expected e.g. {root / 'bottle'}); "
+                        "point the data root at the folder holding mvtec/")
+    return found
 
 
 def tidy_rows(run: dict[str, Any], metrics: Iterable[str] = ("test_auroc", "val_auroc")) -> list[dict]:
@@ -139,7 +145,7 @@ def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, metho
 
     A data set absent from the data root gives one `missing_data` row with the reason, not an error.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     seeds = default_seeds(profile, seeds)
     try:
@@ -154,7 +160,6 @@ def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, metho
             run = run_image(method, dataset, category=category, profile=profile, seed=seed,
                             overrides=overrides, data_root=data_root, runs_dir=runs_dir)
         except DataError as err:
-            print(f"{dataset}/{category or '-'}: data set missing under the data root ({err})")
             rows.append(missing_row(dataset, category, method, profile, err))
             continue
         rows.extend(tidy_rows(run))
@@ -213,8 +218,11 @@ def figure1_samples(*, profile: str = "smoke", seeds=None, data_root=None, runs_
     """Figure 1: fake-normal (top row) vs fake-anomalous (bottom row) images of ALGAN-image runs."""
     rows = []
     for seed in default_seeds(profile, seeds):
-        run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
-                        data_root=data_root, runs_dir=runs_dir)
+        try:
+            run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
+                            data_root=data_root, runs_dir=runs_dir)
+        except DataError as err:
+            return pd.DataFrame([missing_row(dataset, category, "algan", profile, err)])
         rows.append({**tidy_rows(run, ["test_auroc"])[0], "samples": str(run["folder"] / "samples.png")})
     return pd.DataFrame(rows)
 
@@ -278,7 +286,8 @@ def readings_table(*, profile: str = "smoke", seeds=None, dataset: str = "mvtec"
     """Test AUROC of ALGAN-image under each reading of Algorithm 1 (latent schedule, BN statistics)."""
     frames = []
     for name, overrides in READINGS.items():
-        tidy = image_auroc_table(dataset, profile=profile, seeds=seeds, categories=[category], data_root=data_root,
+        tidy = image_auroc_table(dataset, profile=profile, seeds=seeds, methods=("algan",), categories=[category],
+                                 data_root=data_root,
                                  runs_dir=runs_dir, overrides=overrides or None, progress=progress)
         frames.append(tidy.assign(reading=name))
     frame = pd.concat(frames, ignore_index=True)
@@ -358,7 +367,7 @@ def auroc_table(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:
     table["paper (ALGAN-image)"] = [cell(ref.at[k, "paper_mean"], ref.at[k, "paper_std"], None) if k in ref.index
                                     else "lost" for k in table.index]
     diff = s.dropna(subset=["difference"]).pivot(index=key, columns="column", values="difference")
-    for col in diff:
+    for col in [c for c in table.columns if c in diff]:  # in the table's order
         table[f"{col} − paper"] = diff[col].reindex(table.index).map(lambda d: "" if pd.isna(d) else f"{d:+.3f}")
     table.columns.name = None
     return table
@@ -373,3 +382,17 @@ def run_histories(tidy: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
               for r in runs.itertuples() if (root / r.run / "history.csv").is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "val_auroc", "dataset", "category", "method", "seed", "run"])
+
+
+def below_reference(summary: pd.DataFrame, reference: str = "knn") -> str:
+    """One sentence: where each learned method's mean test AUROC falls below the reference row's."""
+    ref = summary[summary["method"] == reference].set_index(["dataset", "category"])["mean"]
+    if ref.empty:
+        return "No reference row on this page."
+    below = [f"{METHOD_LABELS.get(r.method, r.method)} on {r.category} ({r.mean:.3f} vs {ref[(r.dataset, r.category)]:.3f})"
+             for r in summary[summary["method"] != reference].itertuples()
+             if (r.dataset, r.category) in ref.index and r.mean < ref[(r.dataset, r.category)]]
+    label = METHOD_LABELS.get(reference, reference)
+    if not below:
+        return f"Every method is above the {label} on every row of this page."
+    return f"Below the {label}: " + "; ".join(below) + "."

@@ -131,19 +131,23 @@ def load_run(folder: Path) -> dict[str, Any]:
 
 
 def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
-               device: str | torch.device = "cpu") -> dict[str, Any]:
+               device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
 
-    `config.json` gets the arguments and provenance; `metrics.json` and `done` are written last.
-    An interrupted run (no `done`) is cleared and redone.
+    `config.json` gets the arguments, the fully `resolved` settings and provenance; `metrics.json`
+    and `done` are written last. An interrupted run (no `done`) is cleared and redone, and so is a
+    finished one whose stored resolved settings differ from `resolved` (a default changed since).
     """
     folder = run_dir(args, runs_dir)
     if is_done(folder):
-        return load_run(folder)
+        run = load_run(folder)
+        stored = run["config"].get("resolved")
+        if resolved is None or stored is None or stored == json.loads(json.dumps(resolved, default=_json_default)):
+            return run
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    meta = {"args": args, "hash": folder.name, **provenance(device)}
+    meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
     write_json(folder / "config.json", meta)
     start = time.perf_counter()
     metrics = fn(folder)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import TrainConfig
 from .score import auroc, discriminator_scores

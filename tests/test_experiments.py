@@ -70,10 +70,29 @@ def test_missing_data_set_is_one_row_not_a_traceback(tmp_path):
     (tmp_path / "root").mkdir()
     tidy = experiments.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",
                                          runs_dir=tmp_path / "runs", progress=False)
-    assert list(tidy.metric) == ["missing_data"] and "mtd" in tidy.note.iloc[0]
+    assert list(tidy.metric) == ["missing_data"] * 2 and "mtd" in tidy.note.iloc[0]  # one row per method
     assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_profile_fails_at_once():
     with pytest.raises(ValueError, match="unknown profile 'gpu'"):
         experiments.image_auroc_table("mvtec", profile="gpu")
+
+
+def test_changed_defaults_invalidate_a_finished_run(tmp_path):
+    calls = []
+    work = lambda folder: calls.append(1) or {"v": len(calls)}  # noqa: E731
+    results.cached_run({"task": "t"}, work, tmp_path, resolved={"sigma": 4.0})
+    results.cached_run({"task": "t"}, work, tmp_path, resolved={"sigma": 4.0})
+    assert len(calls) == 1
+    run = results.cached_run({"task": "t"}, work, tmp_path, resolved={"sigma": 5.0})
+    assert len(calls) == 2 and run["config"]["resolved"] == {"sigma": 5.0}
+
+
+def test_empty_root_gives_missing_rows(tmp_path):
+    (tmp_path / "root").mkdir()
+    tidy = experiments.image_auroc_table("mvtec", profile="smoke", data_root=tmp_path / "root",
+                                         runs_dir=tmp_path / "runs", progress=False)
+    assert set(tidy.metric) == {"missing_data"} and "mvtec" in tidy.note.iloc[0]
+    fig1 = experiments.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs")
+    assert list(fig1.metric) == ["missing_data"]

@@ -46,3 +46,12 @@ def test_same_split_as_algan(tmp_path, data_root):
     assert files["algan"] == files["knn"]
     assert auc.loc["knn", "split_hash"] == auc.loc["algan", "split_hash"]
     assert 0.5 < auc.loc["knn", "value"] <= 1.0  # pixels separate broken bottles from good ones
+
+
+def test_below_reference_sentence():
+    import pandas as pd
+    summary = pd.DataFrame({"dataset": ["mvtec"] * 4, "category": ["bottle", "bottle", "cable", "cable"],
+                            "method": ["algan", "knn", "algan", "knn"], "mean": [0.90, 0.95, 0.80, 0.70]})
+    text = experiments.below_reference(summary)
+    assert "bottle (0.900 vs 0.950)" in text and "cable" not in text
+    assert "Every method is above" in experiments.below_reference(summary.iloc[2:])
