@@ -19,7 +19,10 @@ from . import paper, results
 from .config import ALGANConfig, PROFILES, profile as make_profile
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
 from .detector import ALGAN
+from .models.alocc import fit_alocc
+from .models.ganomaly import fit_ganomaly
 from .models.knn import PixelKNN
+from .models.skip_ganomaly import fit_skip_ganomaly
 from .score import auroc
 
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": tuple(range(10))}  # paper: 10 seeds (Sec. IV-C)
@@ -57,8 +60,10 @@ def fit_knn(splits: Splits, profile: str, seed: int, overrides: dict, device: st
     return det, {"size": det.size, "k": det.k}, None
 
 
-METHODS: dict[str, Callable] = {"algan": fit_algan, "knn": fit_knn}
-METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)"}
+METHODS: dict[str, Callable] = {"algan": fit_algan, "knn": fit_knn, "ganomaly": fit_ganomaly,
+                                "skip_ganomaly": fit_skip_ganomaly, "alocc": fit_alocc}
+METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)", "ganomaly": "GANomaly",
+                 "skip_ganomaly": "Skip-GANomaly", "alocc": "ALOCC"}
 
 
 def image_run_args(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
@@ -77,7 +82,7 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
     args = image_run_args(method, dataset, category, profile, seed, overrides)
     device = device or default_device()
     # Every method loads the data at the profile's resolution, so all see the same split and pixels.
-    cfg = make_profile(profile, **((overrides or {}) if method == "algan" else {}))
+    cfg = make_profile(profile, **((overrides or {}) if method != "knn" else {}))
     size = cfg.model.image_size
 
     def execute(folder: Path) -> dict[str, Any]:
@@ -106,7 +111,7 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
         # Fail on a missing data set before a run folder is made.
         load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
     # The resolved settings guard the cache against changed defaults (the channel count comes from the data).
-    return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if method == "algan" else None)
+    return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if method != "knn" else None)
 
 
 # ---- tables ---------------------------------------------------------------------------------

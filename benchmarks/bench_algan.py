@@ -18,6 +18,9 @@ from algan import results
 from algan.config import profile
 from algan.data import load_dataset
 from algan.models.algan_nets import build_networks
+from algan.models.alocc import ALOCC
+from algan.models.ganomaly import GANomaly
+from algan.models.skip_ganomaly import SkipGANomaly
 from algan.score import discriminator_scores
 from algan.train import train_algan
 
@@ -27,21 +30,33 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def scoring_ms(device, size: int, batch: int, reps: int) -> tuple[float, float]:
-    """Median and spread (min..max) of ms per image for -D(x) on `batch` images, after warm-up."""
-    cfg = profile("paper", **{"model.image_size": size}).model
-    _, d = build_networks(cfg)
-    d.to(device)
-    x = torch.rand(batch, cfg.channels, size, size, device=device) * 2 - 1
-    discriminator_scores(d, x, device=device)
+def ms_per_image(score, x, device, reps: int) -> tuple[float, float]:
+    """Median and spread (max - min) of ms per image for `score(x)` over `reps` runs after a warm-up."""
+    score(x)
     times = []
     for _ in range(reps):
         sync(device)
         t0 = time.perf_counter()
-        discriminator_scores(d, x, device=device, batch_size=batch)
+        score(x)
         sync(device)
-        times.append((time.perf_counter() - t0) * 1000 / batch)
+        times.append((time.perf_counter() - t0) * 1000 / len(x))
     return statistics.median(times), max(times) - min(times)
+
+
+def algan_scoring_ms(device, size: int, batch: int, reps: int) -> tuple[float, float]:
+    """-D(x) of ALGAN-image at the paper's widths (5 input channels)."""
+    cfg = profile("paper", **{"model.image_size": size}).model
+    _, d = build_networks(cfg)
+    d.to(device)
+    x = torch.rand(batch, cfg.channels, size, size, device=device) * 2 - 1
+    return ms_per_image(lambda v: discriminator_scores(d, v, device=device, batch_size=batch), x, device, reps)
+
+
+def baseline_scoring_ms(cls, device, size: int, batch: int, reps: int) -> tuple[float, float]:
+    """A baseline's decision_function on plain 3-channel images (it appends max/mean itself)."""
+    det = cls.initialised(profile("paper", **{"model.image_size": size}), device=device)
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    return ms_per_image(lambda v: det.decision_function(v, batch_size=batch), x, device, reps)
 
 
 def train_step_seconds(device, size: int, n_batches: int = 3) -> float:
@@ -84,8 +99,12 @@ def main() -> None:
     where = results.device_name(dev)
     rows = []
     for batch in (1, 64):
-        med, spread = scoring_ms(dev, 256, batch, args.reps)
+        med, spread = algan_scoring_ms(dev, 256, batch, args.reps)
         rows.append({"what": f"score ALGAN-image 256x256, batch {batch}", "value": med, "unit": "ms/image",
+                     "spread": spread})
+    for cls in (GANomaly, SkipGANomaly, ALOCC):
+        med, spread = baseline_scoring_ms(cls, dev, 256, 64, args.reps)
+        rows.append({"what": f"score {cls.__name__} 256x256, batch 64", "value": med, "unit": "ms/image",
                      "spread": spread})
     for size in (64, 128, 256):
         rows.append({"what": f"train step {size}x{size}, batch 16 (paper widths)",

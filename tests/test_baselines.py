@@ -264,9 +264,9 @@ def test_experiments_method(fit, cls):
         return ImageSplit(x=x, y=torch.as_tensor(y, dtype=torch.long), paths=[f"{i}.png" for i in range(len(x))])
 
     x_val, y_val = labelled(cls, 4, 10)
-    splits = Splits(name="toy", category="toy", image_size=SIZE, seed=0, train=split(smooth_images(16, 0), np.zeros(16)),
-                    val=split(x_val, y_val), test=split(x_val, y_val), channels=3, extra_channels=True,
-                    augmentations=("hflip",))
+    splits = Splits(name="toy", category="toy", image_size=SIZE, seed=0,
+                    train=split(smooth_images(16, 0), np.zeros(16)), val=split(x_val, y_val),
+                    test=split(x_val, y_val), channels=3, extra_channels=True, augmentations=("hflip",))
     det, extra, history = fit(splits, "smoke", 0, {"model.image_size": SIZE, "train.epochs": 1}, "cpu", False)
     assert isinstance(det, cls) and det.config.model.channels == 5  # the data set's extra channels
     assert {"best_epoch", "val_auroc", "epochs", "image_size", "seconds_per_epoch"} <= set(extra)
