@@ -8,6 +8,7 @@ folder with it is never redone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -73,8 +74,11 @@ def _json_default(obj: Any):
 
 
 # ---- provenance --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-    """The code's commit, with '+dirty' when the working tree differs from it."""
+    """The commit of the code this process runs, with '+dirty' when the library's files differed
+    from it. Read once per process (at its first run), not per run: later commits do not change
+    the code already imported."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
