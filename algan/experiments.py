@@ -251,7 +251,7 @@ def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_d
         columns=["split", "path", "label", "score", "dataset", "seed", "profile", "run"])
 
 
-def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None):
+def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None, save_as: Optional[str] = None):
     """Figure 3 (toy 2-D): test AUROC (normal vs ring r=4) of ALGAN under both readings and a plain GAN.
 
     Returns (tidy AUROC rows, {variant: ToyResult of the first seed} for the plots).
@@ -274,7 +274,10 @@ def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = N
                          "wall_seconds": round(time.perf_counter() - start, 2),
                          "finished_utc": results.provenance("cpu")["started_utc"]})
             shown.setdefault(name, res)
-    return pd.DataFrame(rows), shown
+    frame = pd.DataFrame(rows)
+    if save_as:
+        save_results(frame, save_as, profile)
+    return frame, shown
 
 
 # ---- the two readings of Algorithm 1 -------------------------------------------------------------

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import results
 from ..config import ALGANConfig, TrainConfig, profile as make_profile
