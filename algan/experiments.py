@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -19,10 +20,10 @@ from . import paper, results
 from .config import ALGANConfig, PROFILES, profile as make_profile
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
 from .detector import ALGAN
-from .models.alocc import fit_alocc
-from .models.ganomaly import fit_ganomaly
+from .models.alocc import ALOCC
+from .models.ganomaly import GANomaly
 from .models.knn import PixelKNN
-from .models.skip_ganomaly import fit_skip_ganomaly
+from .models.skip_ganomaly import SkipGANomaly
 from .score import auroc
 
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": tuple(range(10))}  # paper: 10 seeds (Sec. IV-C)
@@ -45,9 +46,10 @@ def default_device() -> str:
 
 
 # ---- methods: each fits one detector on a split and returns it with its extra metrics -----------
-def fit_algan(splits: Splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
+def fit_estimator(cls, splits: Splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
+    """Fit a GAN detector (ALGAN or a baseline) on the training split; select its checkpoint on validation."""
     cfg = make_profile(profile, **overrides).override(**{"model.extra_channels": splits.extra_channels})
-    det = ALGAN(cfg, seed=seed, device=device, progress=progress)
+    det = cls(cfg, seed=seed, device=device, progress=progress)
     det.fit(splits.train.x, X_val=splits.val.x, y_val=splits.val.y.numpy(), augment=splits.augment)
     extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
              "image_size": cfg.model.image_size, "seconds_per_epoch": float(det.history_["seconds"].mean())}
@@ -60,8 +62,10 @@ def fit_knn(splits: Splits, profile: str, seed: int, overrides: dict, device: st
     return det, {"size": det.size, "k": det.k}, None
 
 
-METHODS: dict[str, Callable] = {"algan": fit_algan, "knn": fit_knn, "ganomaly": fit_ganomaly,
-                                "skip_ganomaly": fit_skip_ganomaly, "alocc": fit_alocc}
+METHODS: dict[str, Callable] = {"algan": partial(fit_estimator, ALGAN), "knn": fit_knn,
+                                "ganomaly": partial(fit_estimator, GANomaly),
+                                "skip_ganomaly": partial(fit_estimator, SkipGANomaly),
+                                "alocc": partial(fit_estimator, ALOCC)}
 METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)", "ganomaly": "GANomaly",
                  "skip_ganomaly": "Skip-GANomaly", "alocc": "ALOCC"}
 

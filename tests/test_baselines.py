@@ -9,13 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algan.experiments import METHODS
+
 from algan.config import profile
 from algan.data.splits import ImageSplit, Splits
 from algan.models.algan_nets import n_conv_layers
-from algan.models.alocc import ALOCC, ALOCCHParams, fit_alocc, reconstructor_loss
+from algan.models.alocc import ALOCC, ALOCCHParams, reconstructor_loss
 from algan.models.baseline_common import discriminator_loss
-from algan.models.ganomaly import GANomaly, GANomalyHParams, fit_ganomaly, generator_loss as ganomaly_loss, latent_error
-from algan.models.skip_ganomaly import (SkipGANomaly, SkipGANomalyHParams, anomaly_score, fit_skip_ganomaly,
+from algan.models.ganomaly import GANomaly, GANomalyHParams, generator_loss as ganomaly_loss, latent_error
+from algan.models.skip_ganomaly import (SkipGANomaly, SkipGANomalyHParams, anomaly_score,
                                         generator_loss as skip_loss)
 from algan.score import auroc
 
@@ -256,10 +258,10 @@ def test_save_load_round_trip(cls, tmp_path):
         other.load(tmp_path / "m.pt")
 
 
-@pytest.mark.parametrize("fit, cls", [(fit_ganomaly, GANomaly), (fit_skip_ganomaly, SkipGANomaly),
-                                      (fit_alocc, ALOCC)])
-def test_experiments_method(fit, cls):
-    """fit_<name>(splits, profile, seed, overrides, device, progress), as algan.experiments.METHODS expects."""
+@pytest.mark.parametrize("name, cls", [("ganomaly", GANomaly), ("skip_ganomaly", SkipGANomaly), ("alocc", ALOCC)])
+def test_experiments_method(name, cls):
+    """METHODS[name](splits, profile, seed, overrides, device, progress), as algan.experiments runs it."""
+    fit = METHODS[name]
     def split(x, y):
         return ImageSplit(x=x, y=torch.as_tensor(y, dtype=torch.long), paths=[f"{i}.png" for i in range(len(x))])
 

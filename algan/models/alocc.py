@@ -21,8 +21,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .algan_nets import ImageGenerator
-from .baseline_common import (AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss,
-                              fit_for_experiments)
+from .baseline_common import AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,3 @@ class ALOCC(AdversarialBaseline):
 
     def score_batch(self, x: torch.Tensor) -> torch.Tensor:
         return -self.nets["discriminator"](self.nets["reconstructor"](x))
-
-
-def fit_alocc(splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
-    """ALOCC on one split with ALGAN's protocol (a method of `algan.experiments.METHODS`)."""
-    return fit_for_experiments(ALOCC, splits, profile, seed, overrides, device, progress)

@@ -324,20 +324,3 @@ class AdversarialBaseline(BaseDetector):
         det.threshold_ = state["threshold"]
         det.best_epoch_, det.best_val_auroc_ = state["best_epoch"], state["best_val_auroc"]
         return det
-
-
-# --------------------------------------------------------------------------------------------
-# algan.experiments: a method is fit(splits, profile, seed, overrides, device, progress)
-# --------------------------------------------------------------------------------------------
-def fit_for_experiments(cls: type[AdversarialBaseline], splits, profile: str, seed: int, overrides: dict,
-                        device: str, progress: bool):
-    """Fit `cls` on one split exactly as `algan.experiments.fit_algan` fits ALGAN-image.
-
-    Returns (detector, extra metrics, per-epoch history with val_auroc).
-    """
-    cfg = make_profile(profile, **overrides).override(**{"model.extra_channels": splits.extra_channels})
-    det = cls(cfg, seed=seed, device=device, progress=progress)
-    det.fit(splits.train.x, X_val=splits.val.x, y_val=splits.val.y.numpy(), augment=splits.augment)
-    extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
-             "image_size": cfg.model.image_size, "seconds_per_epoch": float(det.history_["seconds"].mean())}
-    return det, extra, det.history_

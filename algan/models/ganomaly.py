@@ -20,8 +20,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .algan_nets import ImageGenerator, _dcgan_init
-from .baseline_common import (AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss,
-                              fit_for_experiments)
+from .baseline_common import AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,3 @@ class GANomaly(AdversarialBaseline):
     def score_batch(self, x: torch.Tensor) -> torch.Tensor:
         _, z, z_hat = self.nets["generator"](x)
         return latent_error(z, z_hat)
-
-
-def fit_ganomaly(splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
-    """GANomaly on one split with ALGAN's protocol (a method of `algan.experiments.METHODS`)."""
-    return fit_for_experiments(GANomaly, splits, profile, seed, overrides, device, progress)

@@ -23,8 +23,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .algan_nets import _dcgan_init, _widths, n_conv_layers
-from .baseline_common import (AdversarialBaseline, BaselineHParams, Discriminator, discriminator_loss,
-                              fit_for_experiments)
+from .baseline_common import AdversarialBaseline, BaselineHParams, Discriminator, discriminator_loss
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,3 @@ class SkipGANomaly(AdversarialBaseline):
         G, D = self.nets["generator"], self.nets["discriminator"]
         x_hat = G(x)
         return anomaly_score(x, x_hat, D.features(x), D.features(x_hat), self.hparams.score_lambda)
-
-
-def fit_skip_ganomaly(splits, profile: str, seed: int, overrides: dict, device: str, progress: bool):
-    """Skip-GANomaly on one split with ALGAN's protocol (a method of `algan.experiments.METHODS`)."""
-    return fit_for_experiments(SkipGANomaly, splits, profile, seed, overrides, device, progress)
