@@ -28,7 +28,6 @@ from .score import auroc
 
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": tuple(range(10))}  # paper: 10 seeds (Sec. IV-C)
 RESULTS_DIR = Path(os.environ.get("ALGAN_RESULTS", results.REPO_ROOT / "results"))
-ROW_KEYS = ("dataset", "category", "method", "seed", "profile")
 
 
 def check_profile(profile: str) -> str:
@@ -200,9 +199,6 @@ def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
     results.write_csv(path, frame)
     return path
 
-
-def load_results(name: str, profile: str) -> pd.DataFrame:
-    return pd.read_csv(RESULTS_DIR / f"{name}_{profile}.csv")
 
 
 # ---- figures ---------------------------------------------------------------------------------
