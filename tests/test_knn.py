@@ -55,3 +55,12 @@ def test_below_reference_sentence():
     text = experiments.below_reference(summary)
     assert "bottle (0.900 vs 0.950)" in text and "cable" not in text
     assert "Every method is above" in experiments.below_reference(summary.iloc[2:])
+
+
+def test_margin_over_baselines_sentence():
+    import pandas as pd
+    summary = pd.DataFrame({"category": ["bottle"] * 3, "method": ["algan", "ganomaly", "alocc"],
+                            "mean": [0.88, 0.80, 0.96]})
+    text = experiments.margin_over_baselines(summary)
+    assert "GANomaly +10.0 %" in text and "ALOCC -8.3 %" in text and "Skip" not in text
+    assert "No GAN baseline" in experiments.margin_over_baselines(summary.iloc[:1])
