@@ -34,6 +34,30 @@ def as_tensor(X: Any, name: str = "X") -> torch.Tensor:
     return x
 
 
+def image_config_for(config: ALGANConfig, x: torch.Tensor) -> ALGANConfig:
+    """The config for training images x (N, C, H, W): the data decides the channels (+2 for the
+    max/mean channels); the resolution must match the configured one."""
+    m = config.model
+    if x.shape[-2:] != (m.image_size, m.image_size):
+        raise ValueError(f"X has images of {x.shape[-2]}x{x.shape[-1]}: expected model.image_size="
+                         f"{m.image_size} (resize the images or set model.image_size)")
+    return config.override(**{"model.kind": "image", "model.channels": x.shape[1] + 2 * m.extra_channels})
+
+
+def check_image_input(config: ALGANConfig, x: torch.Tensor, name: str) -> None:
+    """Images to score must have the plain-image shape the model was trained on."""
+    m = config.model
+    channels = m.channels - 2 * m.extra_channels
+    if x.dim() != 4 or x.shape[1:] != (channels, m.image_size, m.image_size):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {channels}, {m.image_size}, "
+                         f"{m.image_size}) as in training (model.channels / model.image_size)")
+
+
+def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
+    """Model input: the image plus its channel-axis max and mean when model.extra_channels is set."""
+    return add_extra_channels(x) if config.model.extra_channels else x
+
+
 class BaseDetector:
     """Shared thresholding and prediction. Subclasses implement fit/decision_function/_state."""
 
@@ -90,16 +114,11 @@ class ALGAN(BaseDetector):
         return self
 
     def _config_for(self, x: torch.Tensor) -> ALGANConfig:
-        """The data decides the input width; the resolution must match the configured one."""
-        m = self.config.model
         if x.dim() == 2:
             return self.config.override(**{"model.kind": "feature", "model.feature_dim": x.shape[1]})
         if x.dim() != 4:
             raise ValueError(f"X has shape {tuple(x.shape)}: expected images (N, C, H, W) or features (N, D)")
-        if x.shape[-2:] != (m.image_size, m.image_size):
-            raise ValueError(f"X has images of {x.shape[-2]}x{x.shape[-1]}: expected model.image_size="
-                             f"{m.image_size} (resize the images or set model.image_size)")
-        return self.config.override(**{"model.kind": "image", "model.channels": x.shape[1] + 2 * m.extra_channels})
+        return image_config_for(self.config, x)
 
     # ---- scoring -----------------------------------------------------------------------------
     def _stored(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,20 +128,14 @@ class ALGAN(BaseDetector):
         return x
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.model.kind == "image" and self.config.model.extra_channels:
-            return add_extra_channels(x)
-        return x
+        return prepare_image(self.config, x) if self.config.model.kind == "image" else x
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         m = self.config.model
-        if m.kind == "feature":
-            if x.dim() != 2 or x.shape[1] != m.feature_dim:
-                raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features")
-            return
-        channels = m.channels - 2 * m.extra_channels
-        if x.dim() != 4 or x.shape[1:] != (channels, m.image_size, m.image_size):
-            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {channels}, {m.image_size}, "
-                             f"{m.image_size}) as in training (model.channels / model.image_size)")
+        if m.kind == "image":
+            return check_image_input(self.config, x, name)
+        if x.dim() != 2 or x.shape[1] != m.feature_dim:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features")
 
     def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
         """Anomaly score -D(x) per sample (eval mode, no gradients, batched)."""

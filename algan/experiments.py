@@ -88,8 +88,15 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
     cfg = make_profile(profile, **((overrides or {}) if method != "knn" else {}))
     size = cfg.model.image_size
 
+    loaded: list[Splits] = []
+
+    def splits_once() -> Splits:
+        if not loaded:
+            loaded.append(load_dataset(dataset, data_root, category=category, image_size=size, seed=seed))
+        return loaded[0]
+
     def execute(folder: Path) -> dict[str, Any]:
-        splits = load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
+        splits = splits_once()
         results.write_json(folder / "splits.json", {"split_hash": splits.split_hash(), **splits.describe(),
                                                      "files": splits.file_lists()})
         det, extra, history = METHODS[method](splits, profile, seed, overrides or {}, device, progress)
@@ -111,8 +118,7 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
                 "n_test": len(splits.test), **extra}
 
     if not results.is_done(results.run_dir(args, runs_dir)):
-        # Fail on a missing data set before a run folder is made.
-        load_dataset(dataset, data_root, category=category, image_size=size, seed=seed)
+        splits_once()  # a missing data set fails here, before a run folder is made
     # The resolved settings guard the cache against changed defaults (the channel count comes from the data).
     return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if method != "knn" else None)
 

@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from .. import results
 from ..config import ALGANConfig, TrainConfig, profile as make_profile
-from ..data.transforms import add_extra_channels
-from ..detector import BaseDetector, as_tensor
+from ..detector import BaseDetector, as_tensor, check_image_input, image_config_for, prepare_image
 from ..score import auroc
 from ..train import Augment, TrainResult
 from .algan_nets import ImageDiscriminator, _dcgan_init, _widths, n_conv_layers
@@ -248,25 +247,16 @@ class AdversarialBaseline(BaseDetector):
         return det
 
     def _config_for(self, x: torch.Tensor) -> ALGANConfig:
-        """The data decides the channels; the resolution must match the configured one."""
-        m = self.config.model
         if x.dim() != 4:
             raise ValueError(f"X has shape {tuple(x.shape)}: expected images (N, C, H, W) "
                              f"({type(self).__name__} is image-only)")
-        if x.shape[-2:] != (m.image_size, m.image_size):
-            raise ValueError(f"X has images of {x.shape[-2]}x{x.shape[-1]}: expected model.image_size="
-                             f"{m.image_size} (resize the images or set model.image_size)")
-        return self.config.override(**{"model.kind": "image", "model.channels": x.shape[1] + 2 * m.extra_channels})
+        return image_config_for(self.config, x)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return add_extra_channels(x) if self.config.model.extra_channels else x
+        return prepare_image(self.config, x)
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
-        m = self.config.model
-        channels = m.channels - 2 * m.extra_channels
-        if x.dim() != 4 or x.shape[1:] != (channels, m.image_size, m.image_size):
-            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {channels}, {m.image_size}, "
-                             f"{m.image_size}) as in training (model.channels / model.image_size)")
+        check_image_input(self.config, x, name)
 
     # ---- scoring ------------------------------------------------------------------------------
     def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
