@@ -1,4 +1,4 @@
-"""The `algan` command: train, score, toy, table, data check."""
+"""The `algan` command: train, score, toy, table, table2, data check."""
 from __future__ import annotations
 
 import argparse
@@ -142,6 +142,15 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_table2(args) -> int:
+    from .feature_runs import METHODS, table2, table2_display, table2_summary
+
+    tidy = table2(profile=args.profile, seeds=args.seeds, methods=args.methods or METHODS, sources=args.sources,
+                  data_root=args.data_root, save_as=args.save_as)
+    print(table2_display(table2_summary(tidy)).to_string())
+    return 0
+
+
 def cmd_data_check(args) -> int:
     from .data.check import check_root, format_report
 
@@ -186,12 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"])
     b.add_argument("--profile", default="cpu")
     b.add_argument("--seeds", type=int, nargs="+")
-    b.add_argument("--methods", nargs="+", default=["algan", "knn"], help="algan, knn (default: both)")
+    b.add_argument("--methods", nargs="+", default=["algan", "knn"],
+                   help="algan, knn, ganomaly, skip_ganomaly, alocc (default: algan knn)")
     b.add_argument("--categories", nargs="+")
     b.add_argument("--data-root")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     b.set_defaults(func=cmd_table)
+
+    f = sub.add_parser("table2", help="run (cached) and summarise Table 2: ALGAN-feature and the feature baselines")
+    f.add_argument("--profile", default="cpu")
+    f.add_argument("--seeds", type=int, nargs="+")
+    f.add_argument("--methods", nargs="+", default=None, help="default: all of algan.feature_runs.METHODS")
+    f.add_argument("--sources", nargs="+", default=None, help="adbench, mvtec, mtd, coil100 (default: the profile's)")
+    f.add_argument("--data-root")
+    f.add_argument("--save-as", help="write results/<name>_<profile>.csv")
+    f.set_defaults(func=cmd_table2)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

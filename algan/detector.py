@@ -1,6 +1,8 @@
 """Estimators with PyOD's conventions: fit, decision_function (higher = more anomalous), predict.
 
-`ALGAN` takes image tensors (N, C, H, W) in [-1, 1] or 2-D feature arrays (N, D). Image inputs
+`ALGAN` takes image tensors (N, C, H, W) in [-1, 1], feature arrays (N, D), or feature arrays of
+rotated views (N, R, D) (DifferNet's protocol, Sec. IV-B-5: every view is a training sample, and a
+sample's score is the mean over its views). Image inputs
 are the plain images: when `model.extra_channels` is set the estimator appends the channel-axis
 max and mean itself (Sec. IV-B-5), so the same call works at fit and at scoring time.
 """
@@ -97,34 +99,39 @@ class ALGAN(BaseDetector):
         x = as_tensor(X, "X")
         self.config = self._config_for(x)
         if self.config.model.kind == "feature":
-            self.feature_mean, self.feature_std = x.mean(0), x.std(0).clamp_min(1e-6)
+            flat = x.reshape(-1, x.shape[-1])  # rotated views (N, R, D) are R training samples each
+            self.feature_mean, self.feature_std = flat.mean(0), flat.std(0).clamp_min(1e-6)
         x_val = None if X_val is None else as_tensor(X_val, "X_val")
         if x_val is not None:
             self._check_input(x_val, "X_val")
+        views = x_val.shape[1] if x_val is not None and x_val.dim() == 3 else 1
         torch.manual_seed(self.seed)  # network initialisation
         self.generator, self.discriminator = build_networks(self.config.model)
         result = train_algan(
             self.generator, self.discriminator, self._stored(x), self.config.train,
             latent_dim=self.config.model.latent_dim, seed=self.seed, augment=augment,
             prepare=self._prepare, x_val=None if x_val is None else self._stored(x_val),
-            y_val=None if y_val is None else np.asarray(y_val), device=self.device, progress=self.progress)
+            y_val=None if y_val is None else np.asarray(y_val), val_views=views, device=self.device,
+            progress=self.progress)
         self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc
         normal = x if x_val is None else x_val[torch.as_tensor(np.asarray(y_val) == 0)]
         self.set_threshold(self.decision_function(normal), self.config.train.threshold_fpr)
         return self
 
     def _config_for(self, x: torch.Tensor) -> ALGANConfig:
-        if x.dim() == 2:
-            return self.config.override(**{"model.kind": "feature", "model.feature_dim": x.shape[1]})
+        if x.dim() in (2, 3):
+            return self.config.override(**{"model.kind": "feature", "model.feature_dim": x.shape[-1]})
         if x.dim() != 4:
-            raise ValueError(f"X has shape {tuple(x.shape)}: expected images (N, C, H, W) or features (N, D)")
+            raise ValueError(f"X has shape {tuple(x.shape)}: expected images (N, C, H, W), features (N, D) "
+                             "or rotated feature views (N, R, D)")
         return image_config_for(self.config, x)
 
     # ---- scoring -----------------------------------------------------------------------------
     def _stored(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature vectors are standardised with the training statistics; images are kept as given."""
+        """Feature vectors are standardised with the training statistics (views flattened in sample
+        order, (N, R, D) -> (N * R, D)); images are kept as given."""
         if self.config.model.kind == "feature":
-            return (x - self.feature_mean) / self.feature_std
+            return (x.reshape(-1, x.shape[-1]) - self.feature_mean) / self.feature_std
         return x
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,17 +141,20 @@ class ALGAN(BaseDetector):
         m = self.config.model
         if m.kind == "image":
             return check_image_input(self.config, x, name)
-        if x.dim() != 2 or x.shape[1] != m.feature_dim:
-            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features")
+        if x.dim() not in (2, 3) or x.shape[-1] != m.feature_dim:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features "
+                             f"or (N, R, {m.feature_dim}) rotated views")
 
     def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
-        """Anomaly score -D(x) per sample (eval mode, no gradients, batched)."""
+        """Anomaly score -D(x) per sample (eval mode, no gradients, batched); the mean over views
+        for rotated feature views (N, R, D)."""
         if self.discriminator is None:
             raise ValueError("the detector is not fitted: call fit() or ALGAN.load() first")
         x = as_tensor(X, "X")
         self._check_input(x, "X")
-        return discriminator_scores(self.discriminator, self._stored(x), prepare=self._prepare,
-                                    batch_size=batch_size, device=self.device)
+        scores = discriminator_scores(self.discriminator, self._stored(x), prepare=self._prepare,
+                                      batch_size=batch_size, device=self.device)
+        return scores.reshape(len(x), -1).mean(1) if x.dim() == 3 else scores
 
     @torch.inference_mode()
     def generate(self, n: int, *, anomalous: bool = False, seed: int = 0) -> torch.Tensor:

@@ -329,8 +329,9 @@ def check_page_parameters(namespace: dict, allowed: Iterable[str]) -> None:
         check_profile(namespace["profile"])
 
 
-def provenance_summary(frame: pd.DataFrame, runs_dir=None) -> str:
+def provenance_summary(frame: pd.DataFrame, runs_dir=None, labels: Optional[dict] = None) -> str:
     """One line for a page: profile, seeds, device, commit, when the runs finished, wall time per run."""
+    labels = METHOD_LABELS if labels is None else labels
     if "device" not in frame and "run" in frame:  # score rows carry only the run: read its config.json
         configs = [results.load_run(Path(runs_dir or results.default_runs_dir()) / run)["config"]
                    for run in frame["run"].dropna().unique()]
@@ -344,7 +345,7 @@ def provenance_summary(frame: pd.DataFrame, runs_dir=None) -> str:
     join = lambda col: ", ".join(str(v) for v in dict.fromkeys(runs[col].dropna()))  # noqa: E731
     by = runs.assign(wall=runs["wall_seconds"].astype(float)).groupby(
         runs["method"] if "method" in runs else pd.Series("all", index=runs.index), sort=False)["wall"]
-    wall = ", ".join(f"{METHOD_LABELS.get(m, m)} {w.mean():.1f} s" for m, w in by)
+    wall = ", ".join(f"{labels.get(m, m)} {w.mean():.1f} s" for m, w in by)
     return (f"profile {join('profile')} | seeds {', '.join(str(int(s)) for s in sorted(runs['seed'].unique()))} | "
             f"device {join('device')} | commit {join('commit')} | last finished {runs['finished_utc'].max()} | "
             f"{len(runs)} run{'s' * (len(runs) != 1)}, mean wall time per run: {wall}")
@@ -428,3 +429,14 @@ def margin_over_baselines(summary: pd.DataFrame, method: str = "algan", others=G
         parts.append(f"{METHOD_LABELS.get(other, other)} {rel.mean():+.1f} %")
     return (f"{METHOD_LABELS.get(method, method)} relative to each baseline (mean test AUROC, averaged over "
             f"{len(means)} categor{'y' if len(means) == 1 else 'ies'}): " + ", ".join(parts) + ".")
+
+
+def near_perfect(summary: pd.DataFrame, level: float = 0.95) -> str:
+    """One sentence checking the paper's COIL-100 claim ("all methods almost perfect") on our runs."""
+    if summary.empty:
+        return "No runs on this page."
+    label = lambda m: METHOD_LABELS.get(m, m)  # noqa: E731
+    hits = [f"{label(r.method)} ({r.mean:.3f})" for r in summary.itertuples() if r.mean >= level]
+    misses = [f"{label(r.method)} ({r.mean:.3f})" for r in summary.itertuples() if r.mean < level]
+    return (f"Mean test AUROC at or above {level}: {', '.join(hits) or 'none'}; below it: "
+            f"{', '.join(misses) or 'none'}.")

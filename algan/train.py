@@ -149,6 +149,7 @@ def train_algan(
     prepare: Optional[Transform] = None,
     x_val: Optional[torch.Tensor] = None,
     y_val: Optional[np.ndarray] = None,
+    val_views: int = 1,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainResult:
@@ -156,7 +157,8 @@ def train_algan(
 
     `augment(x, gen)` randomises a training batch; `prepare(x)` maps stored samples to model input
     (e.g. appends the max/mean channels). Validation, if given, runs every `cfg.eval_every` epochs
-    and on the last one; the test split is never seen here.
+    and on the last one; the test split is never seen here. With `val_views` > 1, x_val holds that
+    many consecutive views (e.g. rotations) per validation sample and a sample's score is their mean.
     """
     if len(x_train) == 0:
         raise ValueError("x_train has 0 samples: expected at least one normal training sample")
@@ -223,7 +225,7 @@ def train_algan(
             sums["d_fake_anomalous"] += fake_logits[is_anom].mean().item() if is_anom.any() else float("nan")
         row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": float("nan")}
         if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            scores = discriminator_scores(D, x_val, prepare=prepare, device=device)
+            scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
             row["val_auroc"] = last_auc = auroc(y_val, scores)
             if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
                 best_auc, best_epoch = row["val_auroc"], epoch

@@ -8,7 +8,7 @@ import pytest
 from algan.cli import main
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["score"], ["toy"], ["table"], ["data", "check"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["score"], ["toy"], ["table"], ["table2"], ["data", "check"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(cmd + ["--help"])
@@ -37,6 +37,16 @@ def test_bad_input_exit_code_2(tmp_path, capsys):
     assert main(["train", "--dataset", "mtd", "--profile", "smoke", "--set", "train.sigmaa=3",
                  "--out", str(tmp_path / "o")]) == 2
     assert "sigmaa" in capsys.readouterr().err
+
+
+def test_table2_command(tmp_path, data_root, capsys, monkeypatch):
+    monkeypatch.setenv("ALGAN_RUNS", str(tmp_path / "runs"))
+    assert main(["table2", "--methods", "patchcore_50", "--data-root", str(data_root)]) == 2
+    assert "patchcore_50" in capsys.readouterr().err
+    assert main(["table2", "--profile", "smoke", "--sources", "adbench", "--methods", "spade", "mahalanobis",
+                 "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "SPADE" in out and "Mah.AD" in out and "paper, Table 2" in out
 
 
 def test_toy_command(tmp_path):

@@ -13,6 +13,7 @@ from algan import experiments as E
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PARAMETERS = {"profile": "smoke", "seeds": None, "data_root": None}
+EXTRA_PARAMETERS = {"table2_features": {"sources": None}}  # a page's own parameters, beside the common ones
 
 
 def load(path: Path) -> dict:
@@ -21,7 +22,7 @@ def load(path: Path) -> dict:
 
 def test_there_is_a_page_per_table_and_figure():
     assert {p.stem for p in NOTEBOOKS} == {"fig1_samples", "fig3_toy", "fig5_histograms", "readings",
-                                           "table1_mvtec", "table3_mtd", "table4_coil100"}
+                                           "table1_mvtec", "table2_features", "table3_mtd", "table4_coil100"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -41,9 +42,11 @@ def test_parameters_cell_and_the_check_that_follows_it(path):
     assert tagged == [0], f"{path.name}: the first code cell must be the only one tagged 'parameters'"
     tree = ast.parse("".join(cells[0]["source"]))
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
-    assert assigned == PARAMETERS
+    expected = {**PARAMETERS, **EXTRA_PARAMETERS.get(path.stem, {})}
+    assert assigned == expected
     setup = "".join(cells[1]["source"])
-    assert 'E.check_page_parameters(globals(), {"profile", "seeds", "data_root"})' in setup
+    checked = ast.literal_eval(setup.split("E.check_page_parameters(globals(), ", 1)[1].split(")", 1)[0])
+    assert checked == set(expected), f"{path.name}: the check must name exactly the page's parameters"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -96,3 +99,10 @@ def test_split_missing_of_an_empty_table_gives_empty_rows_that_summarize_accepts
     rows, notes = E.split_missing(pd.DataFrame(), "mvtec")
     assert notes == ["mvtec: no data found under the data root, so there is nothing to show"]
     assert rows.empty and E.summarize(rows).empty and E.run_histories(rows).empty
+
+
+def test_near_perfect_splits_methods_at_the_level():
+    text = E.near_perfect(summary_rows(), level=0.91)
+    hits, misses = text.split("; below it: ")
+    assert "ALGAN-image (0.920)" in hits and "kNN" not in hits
+    assert "raw-pixel kNN (reference) (0.800)" in misses

@@ -1,0 +1,316 @@
+"""Table 2: ALGAN-feature and the feature-based baselines on pretrained features.
+
+Two sources of features, both split with the same seeds as the image pages:
+- `adbench`: ADBench's ResNet-18 embeddings (512-d, last average pool) of all 15 MVTec-AD
+  categories, one `.npz` per category with train and test merged; `load_features` makes the split.
+- an image data set (`mvtec` bottle, `mtd`, `coil100`) through a pretrained backbone
+  (`algan.extract`): pooled features of rotated copies for ALGAN-feature and the pooled
+  baselines (DifferNet's protocol, Sec. IV-B-5), mid-level patch maps for PaDiM and PatchCore.
+Each (method, source, category, seed, profile) is one run of the run cache.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from . import paper, results
+from .config import profile as make_profile
+from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
+from .detector import ALGAN
+from .score import auroc
+
+ADBENCH_DIR = "adbench/mvtec_resnet18"
+IMAGE_SOURCES = ("mvtec", "mtd", "coil100")
+METHODS = ("algan", "spade", "mahalanobis", "padim", "patchcore_25", "patchcore_10", "patchcore_1", "differnet")
+PATCH_METHODS = frozenset({"padim", "patchcore_25", "patchcore_10", "patchcore_1"})
+LABELS = {"algan": "ALGAN-feature", "spade": "SPADE", "mahalanobis": "Mah.AD", "padim": "PaDiM",
+          "patchcore_25": "PatchCore-25", "patchcore_10": "PatchCore-10", "patchcore_1": "PatchCore-1",
+          "differnet": "DifferNet"}
+
+# Per profile: the backbone for image data sets, the rotations (training, prediction), DifferNet's
+# epochs and which sources a page runs. The paper: WideResNet-101, 24 / 64 rotations (Sec. IV-A,
+# IV-B-5). `cpu` uses the offline EfficientNet-Lite0 and 4 / 4 rotations so that COIL-100's 7,200
+# images extract in minutes on 2 cores; `smoke` checks the plumbing on two sources only.
+FEATURE_SETTINGS = {
+    "paper": {"backbone": "wide_resnet101_2", "rotations": (24, 64), "differnet_epochs": 192,
+              "sources": ("adbench",) + IMAGE_SOURCES},
+    "cpu": {"backbone": "efficientnet_lite0", "rotations": (4, 4), "differnet_epochs": 64,
+            "sources": ("adbench",) + IMAGE_SOURCES},
+    "smoke": {"backbone": "efficientnet_lite0", "rotations": (1, 1), "differnet_epochs": 2,
+              "sources": ("adbench", "mvtec")},
+}
+
+
+@dataclass
+class FeatureData:
+    """One seeded split of features. `pooled` per split is (N, D) or rotated views (N, R, D);
+    `maps` per split is (N, C, h, w) patch features, for image sources only."""
+
+    source: str
+    category: str
+    seed: int
+    ids: dict[str, list]
+    labels: dict[str, np.ndarray]
+    pooled: dict[str, np.ndarray]
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def settings(profile: str) -> dict:
+    if profile not in FEATURE_SETTINGS:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(FEATURE_SETTINGS)}")
+    return FEATURE_SETTINGS[profile]
+
+
+def adbench_categories(data_root=None) -> list[str]:
+    """MVTec-AD categories with an ADBench feature file under the data root."""
+    folder = resolve_root(data_root) / ADBENCH_DIR
+    found = sorted(p.stem for p in folder.glob("*.npz"))
+    if not found:
+        raise DataError(f"{folder}: no <category>.npz feature files, expected ADBench's MVTec-AD ResNet-18 "
+                        "features; point the data root at the folder holding adbench/")
+    return found
+
+
+def load_feature_data(source: str, category: Optional[str], seed: int, profile: str, *, data_root=None,
+                      backbone: Optional[str] = None, with_maps: bool = False) -> FeatureData:
+    """The features of one source / category, split by `seed` (extraction is cached on disk)."""
+    if source == "adbench":
+        fs = load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
+        parts = {"train": fs.train, "val": fs.val, "test": fs.test}
+        return FeatureData(source, category, seed, ids={k: v.rows.tolist() for k, v in parts.items()},
+                           labels={k: v.y for k, v in parts.items()}, pooled={k: v.x for k, v in parts.items()},
+                           info={"split_hash": fs.split_hash(), "path": str(fs.path), "dim": fs.train.x.shape[1]})
+    if source not in IMAGE_SOURCES:
+        raise ValueError(f"unknown feature source {source!r}: expected 'adbench' or one of {IMAGE_SOURCES}")
+    from . import extract
+
+    st = settings(profile)
+    backbone = backbone or st["backbone"]
+    root = resolve_root(data_root)
+    # The image loader makes the split (the same files per seed as ALGAN-image); 8 px keeps it cheap.
+    splits = load_dataset(source, root, category=category, image_size=8, seed=seed)
+    category = category or source
+    names = ("train", "val", "test")
+    rel = {k: getattr(splits, k).paths for k in names}
+    everything = sorted({p for k in names for p in rel[k]})
+    row = {p: i for i, p in enumerate(everything)}
+    files = [root / p for p in everything]
+    n_train, n_pred = st["rotations"]
+    kw = dict(backbone=backbone, category=category, root=root)
+    train_views = extract.cached_features(files, angles=extract.rotation_angles(n_train), kind="pooled", **kw)
+    pred_views = train_views if n_pred == n_train else extract.cached_features(
+        files, angles=extract.rotation_angles(n_pred), kind="pooled", **kw)
+    idx = {k: np.array([row[p] for p in rel[k]]) for k in names}
+    pooled = {"train": train_views[idx["train"]], "val": pred_views[idx["val"]], "test": pred_views[idx["test"]]}
+    maps = {}
+    if with_maps:
+        all_maps = extract.cached_features(files, angles=[0.0], kind="maps", **kw)
+        maps = {k: all_maps[idx[k]].astype(np.float32) for k in names}
+    return FeatureData(source, category, seed, ids=rel, labels={k: getattr(splits, k).y.numpy() for k in names},
+                       pooled=pooled, maps=maps,
+                       info={"split_hash": splits.split_hash(), "backbone": backbone, "rotations": [n_train, n_pred],
+                             "dim": int(pooled["train"].shape[-1])})
+
+
+# ---- methods: fit on the training split, select on validation, score val and test -------------------
+def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overrides: dict,
+                  device: str) -> tuple[dict[str, np.ndarray], dict, Optional[pd.DataFrame], Any]:
+    """(scores per split, extra metrics, per-epoch history or None, the fitted detector)."""
+    from .models import feature_baselines as fb
+
+    if method == "algan":
+        cfg = make_profile(profile, kind="feature", **overrides)
+        det = ALGAN(cfg, seed=seed, device=device, progress=False)
+        det.fit(data.pooled["train"], X_val=data.pooled["val"], y_val=data.labels["val"])
+        extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs}
+        return {k: det.decision_function(data.pooled[k]) for k in ("val", "test")}, extra, det.history_, det
+    if method not in fb.FEATURE_BASELINES:
+        raise ValueError(f"unknown feature method {method!r}: expected one of {METHODS}")
+    kwargs = dict(overrides)
+    if method == "differnet":
+        kwargs.setdefault("epochs", settings(profile)["differnet_epochs"])
+    det = fb.FEATURE_BASELINES[method](seed=seed, **kwargs)
+    use_maps = method in PATCH_METHODS and data.maps
+    x = data.maps if use_maps else data.pooled
+    extra = {"input": "patch maps" if use_maps else "pooled"}
+    if x["train"].ndim == 3:  # rotated views of pooled features
+        fb.fit_rotations(det, x["train"], X_val=x["val"], y_val=data.labels["val"])
+        scores = {k: fb.score_rotations(det, x[k]) for k in ("val", "test")}
+    else:
+        det.fit(x["train"], X_val=x["val"], y_val=data.labels["val"])
+        scores = {k: det.decision_function(x[k]) for k in ("val", "test")}
+    history = pd.DataFrame(det.history) if getattr(det, "history", None) else None
+    extra["val_auroc"] = auroc(data.labels["val"], scores["val"])
+    if history is not None and "val_auroc" in history:
+        extra["val_auroc"] = float(history["val_auroc"].max())
+    return scores, extra, history, det
+
+
+def feature_run_args(method: str, source: str, category: Optional[str], profile: str, seed: int,
+                     backbone: Optional[str] = None, overrides: Optional[dict] = None) -> dict[str, Any]:
+    """The arguments that name a run (and hash to its folder). The data root is not one of them."""
+    if source != "adbench":
+        backbone = backbone or settings(profile)["backbone"]
+    return {"task": "feature_run", "method": method, "source": source, "category": category or source,
+            "profile": profile, "seed": int(seed), "backbone": backbone if source != "adbench" else "resnet18 (ADBench)",
+            "overrides": dict(sorted((overrides or {}).items()))}
+
+
+def run_feature(method: str, source: str, *, category: Optional[str] = None, profile: str = "cpu", seed: int = 0,
+                backbone: Optional[str] = None, overrides: Optional[dict] = None, data_root=None, runs_dir=None,
+                device: str = "cpu") -> dict[str, Any]:
+    """Fit one feature method on one source / category / seed; cached like the image runs."""
+    if method not in METHODS:
+        raise ValueError(f"unknown feature method {method!r}: expected one of {METHODS}")
+    settings(profile)
+    args = feature_run_args(method, source, category, profile, seed, backbone, overrides)
+    resolved = make_profile(profile, kind="feature", **(overrides or {})).to_dict() if method == "algan" else None
+
+    def execute(folder: Path) -> dict[str, Any]:
+        data = load_feature_data(source, category, seed, profile, data_root=data_root, backbone=backbone,
+                                 with_maps=method in PATCH_METHODS)
+        results.write_json(folder / "splits.json", {**data.info, "source": source, "category": data.category,
+                                                     "seed": seed, "ids": data.ids})
+        start = time.perf_counter()
+        scores, extra, history, det = fit_and_score(method, data, profile, seed, overrides or {}, device)
+        fit_seconds = time.perf_counter() - start
+        results.write_csv(folder / "scores.csv", pd.concat([
+            pd.DataFrame({"split": k, "id": data.ids[k], "label": data.labels[k], "score": scores[k]})
+            for k in ("val", "test")]))
+        if history is not None:
+            results.write_csv(folder / "history.csv", history)
+        if isinstance(det, ALGAN):
+            det.save(folder / "model.pt")
+        return {"test_auroc": auroc(data.labels["test"], scores["test"]), "split_hash": data.info["split_hash"],
+                "n_train": len(data.labels["train"]), "n_val": len(data.labels["val"]),
+                "n_test": len(data.labels["test"]), "fit_and_score_seconds": round(fit_seconds, 3),
+                "dim": data.info["dim"], "rotations": data.info.get("rotations"), **extra}
+
+    if not results.is_done(results.run_dir(args, runs_dir)):  # a missing source fails before a folder is made
+        if source == "adbench":
+            load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
+        else:
+            load_dataset(source, data_root, category=category, image_size=8, seed=seed)
+    return results.cached_run(args, execute, runs_dir, device=device, resolved=resolved)
+
+
+# ---- Table 2 ------------------------------------------------------------------------------------
+def _tidy(run: dict[str, Any]) -> list[dict]:
+    cfg, m, a = run["config"], run["metrics"], run["config"]["args"]
+    base = {"source": a["source"], "category": a["category"], "method": a["method"], "seed": a["seed"],
+            "profile": a["profile"], "backbone": a["backbone"], "device": cfg["device"], "commit": cfg["commit"],
+            "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"), "run": cfg["hash"],
+            "split_hash": m.get("split_hash")}
+    return [{**base, "metric": k, "value": m[k]} for k in ("test_auroc", "val_auroc") if k in m]
+
+
+def table2(*, profile: str = "smoke", seeds=None, methods=METHODS, sources=None, data_root=None, runs_dir=None,
+           progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
+    """Table 2: test AUROC of each feature method per source / category / seed (tidy rows).
+
+    A source absent from the data root gives one `missing_data` row with the reason, not an error.
+    """
+    from tqdm import tqdm
+
+    from .experiments import default_seeds
+
+    seeds = default_seeds(profile, seeds)
+    sources = tuple(sources) if sources is not None else settings(profile)["sources"]
+    for name, given, known in (("method", methods, METHODS), ("source", sources, ("adbench",) + IMAGE_SOURCES)):
+        unknown = [g for g in given if g not in known]
+        if unknown or not given:
+            raise ValueError(f"{name}s {list(given)}: expected one or more of {list(known)}")
+    jobs, rows = [], []
+    for source in sources:
+        try:
+            cats = adbench_categories(data_root) if source == "adbench" else (
+                ["bottle"] if source == "mvtec" else [None])
+            if source != "adbench":
+                load_dataset(source, data_root, category=cats[0], image_size=8, seed=seeds[0])
+        except DataError as err:
+            rows.append({"source": source, "category": source, "method": "-", "profile": profile,
+                         "metric": "missing_data", "value": np.nan, "note": str(err)})
+            continue
+        jobs += [(m, source, c, s) for m in methods for c in cats for s in seeds]
+    for method, source, category, seed in tqdm(jobs, desc="Table 2 runs", disable=not progress):
+        rows.extend(_tidy(run_feature(method, source, category=category, profile=profile, seed=seed,
+                                      data_root=data_root, runs_dir=runs_dir)))
+    frame = pd.DataFrame(rows)
+    if save_as:
+        from .experiments import save_results
+        save_results(frame, save_as, profile)
+    return frame
+
+
+def group_of(source: str, category: str) -> str:
+    if source != "adbench":
+        return category
+    return "Texture" if category in TEXTURES else "Object"
+
+
+def table2_summary(tidy: pd.DataFrame) -> pd.DataFrame:
+    """MVTec-AD (ADBench features): per seed the mean over Texture / Object / ALL categories, then
+    mean +- std over seeds, beside the paper's Table 2 number; image sources: mean +- std over seeds."""
+    rows = tidy[tidy["metric"] == "test_auroc"]
+    if rows.empty:
+        return pd.DataFrame(columns=["features", "group", "method", "label", "seeds", "mean", "std", "paper"])
+    out = []
+    ad = rows[rows["source"] == "adbench"]
+    if not ad.empty:
+        ad = ad.assign(group=[group_of("adbench", c) for c in ad["category"]])
+        per_seed = pd.concat([ad.groupby(["method", "seed", "group"])["value"].mean().reset_index(),
+                              ad.groupby(["method", "seed"])["value"].mean().reset_index().assign(group="ALL")])
+        for (method, group), v in per_seed.groupby(["method", "group"], sort=False):
+            out.append({"features": "ADBench ResNet-18 (pooled, 512-d)", "group": group, "method": method,
+                        "seeds": len(v), "mean": v["value"].mean(), "std": v["value"].std(),
+                        "paper": paper.TABLE2.get(LABELS.get(method, method), {}).get(group, np.nan)})
+    for (source, category, method, backbone), v in rows[rows["source"] != "adbench"].groupby(
+            ["source", "category", "method", "backbone"], sort=False):
+        out.append({"features": f"{backbone} ({source})", "group": category, "method": method,
+                    "seeds": len(v), "mean": v["value"].mean(), "std": v["value"].std(), "paper": np.nan})
+    frame = pd.DataFrame(out)
+    frame.insert(3, "label", [LABELS.get(m, m) for m in frame["method"]])
+    return frame
+
+
+def table2_display(summary: pd.DataFrame) -> pd.DataFrame:
+    """One 'mean ± std' column per method and one row per feature set / group, plus the paper's rows."""
+    cell = lambda m, s, n: "-" if pd.isna(m) else (f"{m:.3f}" if n < 2 else f"{m:.3f} ± {s:.3f}")  # noqa: E731
+    s = summary.assign(cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
+    order = list(dict.fromkeys(s["label"]))
+    ours = s.pivot(index=["features", "group"], columns="label", values="cell")[order]
+    rank = {g: i for i, g in enumerate(("Texture", "Object", "ALL"))}  # the paper's row order, then the rest
+    ours = ours.iloc[sorted(range(len(ours)), key=lambda i: (ours.index[i][0], rank.get(ours.index[i][1], 3)))]
+    groups = [g for g in ("Texture", "Object", "ALL") if g in set(s["group"])]
+    theirs = pd.DataFrame({label: [(f"{paper.TABLE2[label][g]:.3f}" if not pd.isna(paper.TABLE2.get(label, {}).get(g, np.nan))
+                                    else "-") for g in groups] for label in paper.TABLE2},
+                          index=pd.MultiIndex.from_tuples([("paper, Table 2", g) for g in groups],
+                                                          names=["features", "group"]))
+    table = pd.concat([ours, theirs]).fillna("not run")
+    table.columns.name = None
+    return table
+
+
+def compare_with_paper(summary: pd.DataFrame) -> str:
+    """Sentences for the page: our ALL-category means against the paper's, and where ALGAN-feature
+    ranks among the methods we ran (the paper: comparable to DifferNet, below PatchCore and PaDiM)."""
+    ad = summary[(summary["group"] == "ALL") & summary["features"].str.startswith("ADBench")]
+    if ad.empty:
+        return "No MVTec-AD feature runs on this page."
+    lines = ["MVTec-AD, all categories (ours on ADBench ResNet-18 features vs the paper's Table 2):"]
+    for r in ad.itertuples():
+        theirs = "not printed" if pd.isna(r.paper) else f"{r.paper:.3f} (ours {r.mean - r.paper:+.3f})"
+        spread = f" ± {r.std:.3f}" if r.seeds > 1 else " (1 seed)"
+        lines.append(f"  {r.label}: ours {r.mean:.3f}{spread}, paper {theirs}")
+    ranked = ad.sort_values("mean", ascending=False)["label"].tolist()
+    if "ALGAN-feature" in ranked:
+        above = ranked[:ranked.index("ALGAN-feature")]
+        lines.append(f"ALGAN-feature ranks {ranked.index('ALGAN-feature') + 1} of {len(ranked)} here"
+                     + (f"; above it: {', '.join(above)}." if above else "."))
+    return "\n".join(lines)
