@@ -440,3 +440,17 @@ def near_perfect(summary: pd.DataFrame, level: float = 0.95) -> str:
     misses = [f"{label(r.method)} ({r.mean:.3f})" for r in summary.itertuples() if r.mean < level]
     return (f"Mean test AUROC at or above {level}: {', '.join(hits) or 'none'}; below it: "
             f"{', '.join(misses) or 'none'}.")
+
+
+def rank_among_gans(summary: pd.DataFrame, method: str = "algan", others=GAN_BASELINES) -> str:
+    """One sentence per category: where `method` ranks among the GAN methods by mean test AUROC
+    (the paper's text claims ALGAN-image is the best image-based method)."""
+    lines = []
+    for category, rows in summary[summary["method"].isin((method, *others))].groupby("category", sort=False):
+        ranked = rows.sort_values("mean", ascending=False)["method"].tolist()
+        if method not in ranked or len(ranked) < 2:
+            continue
+        above = [METHOD_LABELS.get(m, m) for m in ranked[:ranked.index(method)]]
+        lines.append(f"{category}: {METHOD_LABELS.get(method, method)} ranks {ranked.index(method) + 1} of "
+                     f"{len(ranked)} GAN methods" + (f" (above it: {', '.join(above)})." if above else " (best)."))
+    return "\n".join(lines) or "No GAN baseline has been run on this page yet."

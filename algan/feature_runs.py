@@ -22,15 +22,14 @@ from . import paper, results
 from .config import profile as make_profile
 from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
 from .detector import ALGAN
+from .models import feature_baselines as fb
 from .score import auroc
 
 ADBENCH_DIR = "adbench/mvtec_resnet18"
 IMAGE_SOURCES = ("mvtec", "mtd", "coil100")
 METHODS = ("algan", "spade", "mahalanobis", "padim", "patchcore_25", "patchcore_10", "patchcore_1", "differnet")
 PATCH_METHODS = frozenset({"padim", "patchcore_25", "patchcore_10", "patchcore_1"})
-LABELS = {"algan": "ALGAN-feature", "spade": "SPADE", "mahalanobis": "Mah.AD", "padim": "PaDiM",
-          "patchcore_25": "PatchCore-25", "patchcore_10": "PatchCore-10", "patchcore_1": "PatchCore-1",
-          "differnet": "DifferNet"}
+LABELS = {"algan": "ALGAN-feature", **fb.LABELS}
 
 # Per profile: the backbone for image data sets, the rotations (training, prediction), DifferNet's
 # epochs and which sources a page runs. The paper: WideResNet-101, 24 / 64 rotations (Sec. IV-A,
@@ -122,8 +121,6 @@ def load_feature_data(source: str, category: Optional[str], seed: int, profile: 
 def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overrides: dict,
                   device: str) -> tuple[dict[str, np.ndarray], dict, Optional[pd.DataFrame], Any]:
     """(scores per split, extra metrics, per-epoch history or None, the fitted detector)."""
-    from .models import feature_baselines as fb
-
     if method == "algan":
         cfg = make_profile(profile, kind="feature", **overrides)
         det = ALGAN(cfg, seed=seed, device=device, progress=False)

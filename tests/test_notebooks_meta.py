@@ -106,3 +106,10 @@ def test_near_perfect_splits_methods_at_the_level():
     hits, misses = text.split("; below it: ")
     assert "ALGAN-image (0.920)" in hits and "kNN" not in hits
     assert "raw-pixel kNN (reference) (0.800)" in misses
+
+
+def test_rank_among_gans_names_the_methods_above():
+    summary = pd.DataFrame({"dataset": "mtd", "category": "mtd", "method": ["algan", "ganomaly", "alocc"],
+                            "mean": [0.55, 0.60, 0.49]})
+    assert E.rank_among_gans(summary) == "mtd: ALGAN-image ranks 2 of 3 GAN methods (above it: GANomaly)."
+    assert E.rank_among_gans(summary[summary["method"] != "ganomaly"]).endswith("ranks 1 of 2 GAN methods (best).")
