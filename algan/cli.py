@@ -147,7 +147,9 @@ def cmd_table2(args) -> int:
 
     tidy = table2(profile=args.profile, seeds=args.seeds, methods=args.methods or METHODS, sources=args.sources,
                   data_root=args.data_root, save_as=args.save_as)
-    print(table2_display(table2_summary(tidy)).to_string())
+    for name, table in table2_display(table2_summary(tidy)).items():
+        if not table.empty:
+            print(f"\n{name}:\n{table.to_string()}")
     return 0
 
 

@@ -33,8 +33,8 @@ LABELS = {"algan": "ALGAN-feature", **fb.LABELS}
 
 # Per profile: the backbone for image data sets, the rotations (training, prediction), DifferNet's
 # epochs and which sources a page runs. The paper: WideResNet-101, 24 / 64 rotations (Sec. IV-A,
-# IV-B-5). `cpu` uses the offline EfficientNet-Lite0 and 4 / 4 rotations so that COIL-100's 7,200
-# images extract in minutes on 2 cores; `smoke` checks the plumbing on two sources only.
+# IV-B-5). `cpu` uses the offline EfficientNet-Lite0 and 4 / 4 rotations (one angle of one image
+# costs about 0.1 s on 2 busy cores: COIL-100's 7,200 images took 82 min); `smoke` runs two sources.
 FEATURE_SETTINGS = {
     "paper": {"backbone": "wide_resnet101_2", "rotations": (24, 64), "differnet_epochs": 192,
               "sources": ("adbench",) + IMAGE_SOURCES},
@@ -218,7 +218,9 @@ def table2(*, profile: str = "smoke", seeds=None, methods=METHODS, sources=None,
     from .experiments import default_seeds
 
     seeds = default_seeds(profile, seeds)
-    sources = tuple(sources) if sources is not None else settings(profile)["sources"]
+    sources = settings(profile)["sources"] if sources is None else (
+        (sources,) if isinstance(sources, str) else tuple(sources))
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
     for name, given, known in (("method", methods, METHODS), ("source", sources, ("adbench",) + IMAGE_SOURCES)):
         unknown = [g for g in given if g not in known]
         if unknown or not given:
@@ -269,29 +271,33 @@ def table2_summary(tidy: pd.DataFrame) -> pd.DataFrame:
                         "paper": paper.TABLE2.get(LABELS.get(method, method), {}).get(group, np.nan)})
     for (source, category, method, backbone), v in rows[rows["source"] != "adbench"].groupby(
             ["source", "category", "method", "backbone"], sort=False):
-        out.append({"features": f"{backbone} ({source})", "group": category, "method": method,
+        out.append({"features": f"{category} ({backbone})", "group": category, "method": method,
                     "seeds": len(v), "mean": v["value"].mean(), "std": v["value"].std(), "paper": np.nan})
     frame = pd.DataFrame(out)
     frame.insert(3, "label", [LABELS.get(m, m) for m in frame["method"]])
     return frame
 
 
-def table2_display(summary: pd.DataFrame) -> pd.DataFrame:
-    """One 'mean ± std' column per method and one row per feature set / group, plus the paper's rows."""
+def table2_display(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The page's two tables, one row per method ('mean ± std' over seeds):
+    "mvtec": ours on ADBench's features per group beside the paper's Table 2;
+    "images": ours on bottle / MTD / COIL-100 through the backbone (the paper has no such column)."""
     cell = lambda m, s, n: "-" if pd.isna(m) else (f"{m:.3f}" if n < 2 else f"{m:.3f} ± {s:.3f}")  # noqa: E731
     s = summary.assign(cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
-    order = list(dict.fromkeys(s["label"]))
-    ours = s.pivot(index=["features", "group"], columns="label", values="cell")[order]
-    rank = {g: i for i, g in enumerate(("Texture", "Object", "ALL"))}  # the paper's row order, then the rest
-    ours = ours.iloc[sorted(range(len(ours)), key=lambda i: (ours.index[i][0], rank.get(ours.index[i][1], 3)))]
-    groups = [g for g in ("Texture", "Object", "ALL") if g in set(s["group"])]
-    theirs = pd.DataFrame({label: [(f"{paper.TABLE2[label][g]:.3f}" if not pd.isna(paper.TABLE2.get(label, {}).get(g, np.nan))
-                                    else "-") for g in groups] for label in paper.TABLE2},
-                          index=pd.MultiIndex.from_tuples([("paper, Table 2", g) for g in groups],
-                                                          names=["features", "group"]))
-    table = pd.concat([ours, theirs]).fillna("not run")
-    table.columns.name = None
-    return table
+    groups = ("Texture", "Object", "ALL")
+    ad = s[s["features"].str.startswith("ADBench")]
+    ours = ad.pivot(index="label", columns="group", values="cell").reindex(columns=list(groups))
+    ours.columns = [f"ours, {g}" for g in groups]
+    labels = list(dict.fromkeys([LABELS[m] for m in METHODS] + list(paper.TABLE2)))
+    theirs = pd.DataFrame({f"paper, {g}": [paper.TABLE2.get(label, {}).get(g, np.nan) for label in labels]
+                           for g in groups}, index=labels).map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
+    mvtec = ours.reindex(labels).fillna("not run").join(theirs)
+    img = s[~s["features"].str.startswith("ADBench")]
+    images = (img.pivot(index="label", columns="features", values="cell")
+              .reindex([LABELS[m] for m in METHODS]).dropna(how="all")) if not img.empty else pd.DataFrame()
+    for table in (mvtec, images):
+        table.index.name, table.columns.name = "method", None
+    return {"mvtec": mvtec, "images": images}
 
 
 def compare_with_paper(summary: pd.DataFrame) -> str:
@@ -305,9 +311,34 @@ def compare_with_paper(summary: pd.DataFrame) -> str:
         theirs = "not printed" if pd.isna(r.paper) else f"{r.paper:.3f} (ours {r.mean - r.paper:+.3f})"
         spread = f" ± {r.std:.3f}" if r.seeds > 1 else " (1 seed)"
         lines.append(f"  {r.label}: ours {r.mean:.3f}{spread}, paper {theirs}")
+    means = ad.set_index("label")["mean"]
+    if {"ALGAN-feature", "DifferNet"} <= set(means.index):
+        ours, theirs = means["ALGAN-feature"] - means["DifferNet"], (
+            paper.TABLE2["ALGAN-feature"]["ALL"] - paper.TABLE2["DifferNet"]["ALL"])
+        lines.append(f"ALGAN-feature minus DifferNet: ours {ours:+.3f}, the paper's {theirs:+.3f} "
+                     "(the paper calls the two comparable).")
     ranked = ad.sort_values("mean", ascending=False)["label"].tolist()
     if "ALGAN-feature" in ranked:
         above = ranked[:ranked.index("ALGAN-feature")]
         lines.append(f"ALGAN-feature ranks {ranked.index('ALGAN-feature') + 1} of {len(ranked)} here"
                      + (f"; above it: {', '.join(above)}." if above else "."))
     return "\n".join(lines)
+
+
+def feature_vs_image(summary: pd.DataFrame, profile: str, data_root=None, runs_dir=None) -> str:
+    """ALGAN-feature against ALGAN-image (the image pages' cached runs) on each image data set of the page;
+    the paper: ALGAN-feature worse than ALGAN-image on MTD, every method near perfect on COIL-100."""
+    from .experiments import image_auroc_table
+
+    rows = summary[(summary["method"] == "algan") & ~summary["features"].str.startswith("ADBench")]
+    lines = []
+    for r in rows.itertuples():
+        source = "mvtec" if r.group in TEXTURES or r.group not in IMAGE_SOURCES else r.group
+        tidy = image_auroc_table(source, profile=profile, methods=("algan",), data_root=data_root,
+                                 categories=[r.group] if source == "mvtec" else None, runs_dir=runs_dir,
+                                 progress=False)
+        image = tidy.loc[tidy["metric"] == "test_auroc", "value"]
+        if not image.empty:
+            lines.append(f"{r.group}: ALGAN-feature {r.mean:.3f} vs ALGAN-image {image.mean():.3f} "
+                         f"({len(image)} seed{'s' * (len(image) != 1)}, the image pages' runs)")
+    return "\n".join(lines) or "No ALGAN-feature run on an image data set on this page."

@@ -46,7 +46,7 @@ def test_table2_command(tmp_path, data_root, capsys, monkeypatch):
     assert main(["table2", "--profile", "smoke", "--sources", "adbench", "--methods", "spade", "mahalanobis",
                  "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
-    assert "SPADE" in out and "Mah.AD" in out and "paper, Table 2" in out
+    assert "SPADE" in out and "Mah.AD" in out and "paper, ALL" in out
 
 
 def test_toy_command(tmp_path):

@@ -78,5 +78,9 @@ def test_summary_groups_textures_and_objects():
     assert s.loc["ALL", "mean"] == pytest.approx((2.3 / 3 + 2.6 / 3) / 2)
     assert s.loc["ALL", "std"] == pytest.approx(np.std([2.3 / 3, 2.6 / 3], ddof=1))
     assert s.loc["ALL", "paper"] == 0.911
-    table = FR.table2_display(FR.table2_summary(pd.DataFrame(rows)))
-    assert table.loc[("paper, Table 2", "ALL"), "PatchCore-25"] == "0.991"
+    rows.append({**rows[0], "source": "mtd", "category": "mtd", "backbone": "efficientnet_lite0", "value": 0.7})
+    tables = FR.table2_display(FR.table2_summary(pd.DataFrame(rows)))
+    assert tables["mvtec"].loc["PatchCore-25", "paper, ALL"] == "0.991"
+    assert tables["mvtec"].loc["PatchCore-25", "ours, ALL"] == "not run"
+    assert tables["mvtec"].loc["ALGAN-feature", "ours, Texture"] == "0.750 ± 0.071"
+    assert tables["images"].loc["ALGAN-feature", "mtd (efficientnet_lite0)"] == "0.700"
