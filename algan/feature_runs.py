@@ -169,9 +169,16 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
     args = feature_run_args(method, source, category, profile, seed, backbone, overrides)
     resolved = make_profile(profile, kind="feature", **(overrides or {})).to_dict() if method == "algan" else None
 
+    loaded: list[FeatureData] = []
+
+    def data_once() -> FeatureData:
+        if not loaded:
+            loaded.append(load_feature_data(source, category, seed, profile, data_root=data_root,
+                                            backbone=backbone, with_maps=method in PATCH_METHODS))
+        return loaded[0]
+
     def execute(folder: Path) -> dict[str, Any]:
-        data = load_feature_data(source, category, seed, profile, data_root=data_root, backbone=backbone,
-                                 with_maps=method in PATCH_METHODS)
+        data = data_once()
         results.write_json(folder / "splits.json", {**data.info, "source": source, "category": data.category,
                                                      "seed": seed, "ids": data.ids})
         start = time.perf_counter()
@@ -189,11 +196,8 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
                 "n_test": len(data.labels["test"]), "fit_and_score_seconds": round(fit_seconds, 3),
                 "dim": data.info["dim"], "rotations": data.info.get("rotations"), **extra}
 
-    if not results.is_done(results.run_dir(args, runs_dir)):  # a missing source fails before a folder is made
-        if source == "adbench":
-            load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
-        else:
-            load_dataset(source, data_root, category=category, image_size=8, seed=seed)
+    if not results.is_done(results.run_dir(args, runs_dir)):
+        data_once()  # a missing source fails here, before a run folder is made; execute reuses the data
     return results.cached_run(args, execute, runs_dir, device=device, resolved=resolved)
 
 
