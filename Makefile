@@ -39,6 +39,7 @@ reproduce: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_algan.py
+	$(BIN)/python benchmarks/bench_timing.py --profile $(PROFILE)
 
 clean-book:
 	rm -rf _build

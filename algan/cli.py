@@ -1,4 +1,4 @@
-"""The `algan` command: train, score, toy, table, table2, data check."""
+"""The `algan` command: train, score, export, toy, table, table2, sweep, studies, data check."""
 from __future__ import annotations
 
 import argparse
@@ -85,7 +85,13 @@ def cmd_score(args) -> int:
     from .data import load_images
     from .detector import ALGAN
 
-    det = ALGAN.load(args.checkpoint, device=args.device)
+    if args.backend == "onnx":
+        from .export import OnnxScorer
+        det = OnnxScorer(args.checkpoint)  # same config, threshold_ and decision_function as ALGAN
+    elif args.checkpoint.endswith(".onnx"):
+        raise ValueError(f"checkpoint {args.checkpoint} is an ONNX model: pass --backend onnx")
+    else:
+        det = ALGAN.load(args.checkpoint, device=args.device)
     m = det.config.model
     if m.kind == "feature":
         if len(args.inputs) != 1 or not args.inputs[0].endswith(".npz"):
@@ -108,6 +114,16 @@ def cmd_score(args) -> int:
     results.write_csv(args.out, frame)
     print(f"scored {len(frame)} samples (threshold {det.threshold_:.4f}, {int(frame['prediction'].sum())} "
           f"flagged anomalous) -> {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export, load_checkpoint
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    det = load_checkpoint(args.checkpoint)
+    export(det, out, format=args.format)
+    print(f"exported {out} ({args.format}, threshold {det.threshold_:.4f})")
     return 0
 
 
@@ -153,6 +169,53 @@ def cmd_table2(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import load_grid, sweep, sweep_status
+
+    grid = load_grid(args.grid)
+    if args.status:
+        status = sweep_status(grid, data_root=args.data_root, runs_dir=args.runs_dir)
+        print(status)
+        failed = status.table[status.table["state"] == "failed"]
+        for run, label, error in zip(failed["run"], failed["label"], failed["error"]):
+            print(f"failed {run} {label}: {error}")
+        return 0
+    options = {}
+    for pair in args.option:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--option {pair!r}: expected name=value, e.g. slurm_partition=gpu")
+        options[key] = _parse_value(value)
+    result = sweep(grid, executor=args.executor, workers=args.workers, data_root=args.data_root,
+                   runs_dir=args.runs_dir, retry_failed=args.retry_failed, **options)
+    print(result)
+    for failure in result.failures:
+        print(f"failed {failure['hash']} {failure['label']}: {failure['error']}")
+    return 1 if result.failures else 0
+
+
+def cmd_studies(args) -> int:
+    from .studies import study_grids
+    from .sweep import sweep, sweep_status
+
+    grids = study_grids(args.profile, args.seeds, args.data_root)
+    names = args.only or list(grids)
+    unknown = sorted(set(names) - set(grids))
+    if unknown:
+        raise ValueError(f"unknown study {unknown}: expected some of {list(grids)}")
+    failed = 0
+    for name in names:
+        if args.status:
+            print(f"{name}: {sweep_status(grids[name], data_root=args.data_root)}")
+            continue
+        result = sweep(grids[name], workers=args.workers, data_root=args.data_root)
+        failed += result.failed
+        print(f"{name}: {result}")
+        for failure in result.failures:
+            print(f"failed {failure['hash']} {failure['label']}: {failure['error']}")
+    return 1 if failed else 0
+
+
 def cmd_data_check(args) -> int:
     from .data.check import check_root, format_report
 
@@ -180,11 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="score images or features with a trained model -> CSV")
-    s.add_argument("checkpoint", help="model.pt written by `algan train`")
+    s.add_argument("checkpoint", help="model.pt written by `algan train` (--backend onnx: a .onnx from `algan export`)")
     s.add_argument("inputs", nargs="+", help="image files, folders of images, or one .npz with X")
     s.add_argument("--out", default="scores.csv", help="CSV with path/row, score, prediction (and label if known)")
-    s.add_argument("--device")
+    s.add_argument("--device", help="torch backend only")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="torch (model.pt) or onnx (an exported .onnx, run by onnxruntime on CPU)")
     s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("export", help="export a trained ALGAN model for deployment (ONNX)")
+    e.add_argument("checkpoint", help="model.pt written by `algan train`")
+    e.add_argument("--format", default="onnx", help="onnx (the only format)")
+    e.add_argument("--out", help="output file (default: the checkpoint with suffix .onnx)")
+    e.set_defaults(func=cmd_export)
 
     y = sub.add_parser("toy", help="Figure 3: ALGAN vs a plain GAN on 2-D toy data; prints both AUROCs")
     y.add_argument("--seed", type=int, default=0)
@@ -213,6 +284,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data-root")
     f.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     f.set_defaults(func=cmd_table2)
+
+    w = sub.add_parser("sweep", help="run (cached, resumable) every run of a grid file; --status: where each stands",
+                       description="Runs every run of the grid that is not done yet; run it again to resume. "
+                                   "Failed runs are retried by default (--no-retry-failed leaves them).")
+    w.add_argument("grid", help="grid file (.json, or .yaml with PyYAML): method, dataset, category, seed, "
+                                "profile and config keys such as train.sigma; values or lists of values")
+    w.add_argument("--status", action="store_true", help="print done / running / failed / todo and the failures; run nothing")
+    w.add_argument("--executor", default="local", choices=["local", "serial", "submitit"],
+                   help="local: a process pool (default); serial: in this process; submitit: SLURM job arrays")
+    w.add_argument("--workers", type=int, help="local: processes (default: the usable cores); "
+                                               "submitit: array tasks at once")
+    w.add_argument("--retry-failed", action=argparse.BooleanOptionalAction, default=True,
+                   help="retry runs that failed before (default: yes)")
+    w.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="submitit option, e.g. slurm_partition=gpu, timeout_min=240, cluster=local")
+    w.add_argument("--data-root", help="default: $ALGAN_DATA")
+    w.add_argument("--runs-dir", help="run cache (default: $ALGAN_RUNS or results/runs)")
+    w.set_defaults(func=cmd_sweep)
+
+    u = sub.add_parser("studies", help="run the grids of the studies pages (Tables 7-11) through the sweep runner")
+    u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    u.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    u.add_argument("--only", nargs="+", help="some of: sigma alpha_xi n_z n_dis ablation")
+    u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
+    u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")
+    u.add_argument("--data-root", help="default: $ALGAN_DATA")
+    u.set_defaults(func=cmd_studies)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

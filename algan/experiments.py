@@ -454,3 +454,14 @@ def rank_among_gans(summary: pd.DataFrame, method: str = "algan", others=GAN_BAS
         lines.append(f"{category}: {METHOD_LABELS.get(method, method)} ranks {ranked.index(method) + 1} of "
                      f"{len(ranked)} GAN methods" + (f" (above it: {', '.join(above)})." if above else " (best)."))
     return "\n".join(lines) or "No GAN baseline has been run on this page yet."
+
+
+# ---- sweeps (algan.sweep), re-exported here; loaded on first use since algan.sweep imports this module --
+_SWEEP_NAMES = frozenset({"sweep", "expand_grid", "sweep_status"})
+
+
+def __getattr__(name: str):
+    if name in _SWEEP_NAMES:
+        from . import sweep as sweep_module
+        return getattr(sweep_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -202,7 +202,8 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
 
 
 # ---- Table 2 ------------------------------------------------------------------------------------
-def _tidy(run: dict[str, Any]) -> list[dict]:
+def tidy(run: dict[str, Any]) -> list[dict]:
+    """One row per metric of a finished feature run, with its arguments and provenance."""
     cfg, m, a = run["config"], run["metrics"], run["config"]["args"]
     base = {"source": a["source"], "category": a["category"], "method": a["method"], "seed": a["seed"],
             "profile": a["profile"], "backbone": a["backbone"], "device": cfg["device"], "commit": cfg["commit"],
@@ -242,7 +243,7 @@ def table2(*, profile: str = "smoke", seeds=None, methods=METHODS, sources=None,
             continue
         jobs += [(m, source, c, s) for m in methods for c in cats for s in seeds]
     for method, source, category, seed in tqdm(jobs, desc="Table 2 runs", disable=not progress):
-        rows.extend(_tidy(run_feature(method, source, category=category, profile=profile, seed=seed,
+        rows.extend(tidy(run_feature(method, source, category=category, profile=profile, seed=seed,
                                       data_root=data_root, runs_dir=runs_dir)))
     frame = pd.DataFrame(rows)
     if save_as:

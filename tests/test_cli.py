@@ -8,7 +8,7 @@ import pytest
 from algan.cli import main
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["score"], ["toy"], ["table"], ["table2"], ["data", "check"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["score"], ["export"], ["toy"], ["table"], ["table2"], ["data", "check"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(cmd + ["--help"])

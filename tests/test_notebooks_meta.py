@@ -13,7 +13,11 @@ from algan import experiments as E
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PARAMETERS = {"profile": "smoke", "seeds": None, "data_root": None}
-EXTRA_PARAMETERS = {"table2_features": {"sources": None}}  # a page's own parameters, beside the common ones
+STUDY = {"executor": "local", "workers": None}  # the studies pages run their grids through the sweep runner
+EXTRA_PARAMETERS = {"table2_features": {"sources": None},  # a page's own parameters, beside the common ones
+                    "table5_speed": {"batch": None, "reps": None, "device": None},
+                    "fig7_stability": STUDY, "table7_ablation": STUDY, "tables8_11_hyperparameters": STUDY,
+                    "robustness": STUDY}
 
 
 def load(path: Path) -> dict:
@@ -22,7 +26,9 @@ def load(path: Path) -> dict:
 
 def test_there_is_a_page_per_table_and_figure():
     assert {p.stem for p in NOTEBOOKS} == {"fig1_samples", "fig3_toy", "fig5_histograms", "readings",
-                                           "table1_mvtec", "table2_features", "table3_mtd", "table4_coil100"}
+                                           "table1_mvtec", "table2_features", "table3_mtd", "table4_coil100",
+                                           "table5_speed", "fig7_stability", "table7_ablation",
+                                           "tables8_11_hyperparameters", "robustness"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

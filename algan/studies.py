@@ -1,0 +1,334 @@
+"""Sections V-D to V-G: stability (Fig. 7), the ablation (Table 7), the hyperparameters (Tables 8-11) and
+robustness to unseen anomalies (Sec. V-G, Fig. 8).
+
+Each study is a grid of the sweep runner (`algan.sweep`): a page calls the study's function, which runs
+what is not in the run cache yet (a process pool by default) and returns tidy rows read from the
+finished runs. Runs at a study's default point are the tables' own runs (same hash), so nothing is
+trained twice.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import feature_runs, paper, results
+from .config import profile as make_profile
+from .data import DataError
+from .experiments import (GAN_BASELINES, METHOD_LABELS, categories_present, default_device, default_seeds,
+                          fit_estimator, run_histories, run_image, tidy_rows)
+from .score import auroc, discriminator_scores
+from .sweep import expand_grid, sweep, sweep_status
+
+# The paper's sigma values are inferred (2..7, Table 8); n_z / n_dis values 1, 2, 4, 8 (Table 10's are a guess).
+HYPERPARAMETERS = {
+    "sigma": {"train.sigma": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]},
+    "n_z": {"train.n_z": [1, 2, 4, 8]},
+    "n_dis": {"train.n_dis": [1, 2, 4, 8]},
+}
+ALPHA_XI = [0.25, 0.5, 0.75, 0.85]  # Table 9: the diagonal and both axes through 0.75
+STUDY_KEYS = {"sigma": ["sigma"], "n_z": ["n_z"], "n_dis": ["n_dis"], "alpha_xi": ["alpha", "xi"],
+              "ablation": ["use_buffer", "use_anomalous_latent"]}
+
+
+def present(dataset: str, data_root=None) -> list:
+    """The categories of `dataset` under the data root ([] when the data root lacks it)."""
+    try:
+        return categories_present(dataset, data_root)
+    except DataError:
+        return []
+
+
+def ablation_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
+    """Table 7: the four variants on every MVTec-AD category under the data root and on MTD."""
+    base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds)),
+            "train.use_buffer": [True, False], "train.use_anomalous_latent": [True, False]}
+    grids = [{**base, "dataset": "mvtec", "category": "all"}] if present("mvtec", data_root) else []
+    return grids + ([{**base, "dataset": "mtd"}] if present("mtd", data_root) else [])
+
+
+def hyperparameter_grid(name: str, profile: str, seeds=None) -> list[dict]:
+    """Tables 8-11 on MVTec bottle: one axis per table; alpha/xi as the diagonal plus both axes."""
+    base = {"method": "algan", "dataset": "mvtec", "category": "bottle", "profile": profile,
+            "seed": list(default_seeds(profile, seeds))}
+    if name == "alpha_xi":
+        return ([{**base, "train.alpha": v, "train.xi": v} for v in ALPHA_XI]
+                + [{**base, "train.alpha": ALPHA_XI, "train.xi": 0.75}, {**base, "train.alpha": 0.75, "train.xi": ALPHA_XI}])
+    if name not in HYPERPARAMETERS:
+        raise ValueError(f"unknown hyperparameter study {name!r}: expected one of {sorted(HYPERPARAMETERS) + ['alpha_xi']}")
+    return [{**base, **HYPERPARAMETERS[name]}]
+
+
+def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "local", workers=None,
+              progress: bool = False) -> tuple[pd.DataFrame, str]:
+    """Sweep `grid` (only what is not done runs), then tidy rows of its finished runs with the resolved
+    values of the study's config `keys` as columns. Returns (rows, the sweep's summary lines).
+
+    executor="cached" runs nothing: the page shows the finished runs and counts the rest."""
+    if executor == "cached":
+        status = sweep_status(grid, data_root=data_root, runs_dir=runs_dir)
+        lines = [f"run cache only (executor='cached'): {status}"] + [
+            f"failed {r.label}: {r.error}" for r in status.table.itertuples() if r.state == "failed"]
+    else:
+        outcome = sweep(grid, executor=executor, workers=workers, data_root=data_root, runs_dir=runs_dir,
+                        progress=progress)
+        lines = [f"sweep: {outcome}"] + [f"failed {f['label']}: {f['error']}" for f in outcome.failures]
+    rows = []
+    for spec in expand_grid(grid, data_root=data_root):
+        folder = spec.folder(runs_dir)
+        if not results.is_done(folder):
+            continue
+        run = results.load_run(folder)
+        train = (run["config"].get("resolved") or {}).get("train", {})
+        tidy = tidy_rows(run) if spec.kind == "image" else [
+            {**r, "dataset": r.pop("source"), "method": "feature:" + r["method"]} for r in feature_runs.tidy(run)]
+        rows += [{**r, **{k: train.get(k) for k in keys}} for r in tidy]
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        runs = frame.drop_duplicates("run")
+        lines.insert(1, f"{len(runs)} finished runs, {runs['wall_seconds'].astype(float).sum() / 60:.0f} min of "
+                        f"recorded wall time in all (on {', '.join(runs['device'].unique())})")
+    return frame, "\n".join(lines)
+
+
+def study_summary(tidy: pd.DataFrame, keys, by=("dataset", "category")) -> pd.DataFrame:
+    """Test AUROC mean +- std over seeds per data set / category and study value."""
+    rows = tidy[tidy["metric"] == "test_auroc"]
+    group = list(by) + list(keys)
+    return rows.groupby(group, sort=True)["value"].agg(seeds="count", mean="mean", std="std").reset_index()
+
+
+def cell(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "lost"
+    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+# ---- Table 7 ------------------------------------------------------------------------------------
+def ablation_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: ours per data set / category, and the paper's MVTec-AD mean (10 runs)."""
+    variants = [(False, False, "neither"), (True, False, "buffered data only"),
+                (False, True, "anomalous latent only"), (True, True, "both")]
+    single = "0.761 ± 0.102 or 0.779 ± 0.104 (assignment lost)"
+    paper_cells = {"neither": cell(*paper.TABLE7["neither"]), "both": cell(*paper.TABLE7["both"])}
+    out = []
+    for buf, anom, name in variants:
+        row = {"variant": name, "buffered data": "✓" if buf else "", "anomalous latent": "✓" if anom else ""}
+        part = summary[(summary["use_buffer"] == buf) & (summary["use_anomalous_latent"] == anom)]
+        for r in part.itertuples():
+            row[f"{r.category} ({int(r.seeds)} seeds)"] = cell(r.mean, r.std)
+        row["paper (MVTec-AD mean)"] = paper_cells.get(name, single)
+        out.append(row)
+    return pd.DataFrame(out).fillna("-")
+
+
+def ablation_claims(summary: pd.DataFrame) -> str:
+    """The paper: either component helps, both work best and reduce the variance. Checked per data set."""
+    lines = []
+    for (dataset, category), g in summary.groupby(["dataset", "category"], sort=False):
+        v = {(r.use_buffer, r.use_anomalous_latent): (r.mean, r.std) for r in g.itertuples()}
+        if len(v) < 4:
+            continue
+        none, both = v[(False, False)], v[(True, True)]
+        helps = [name for key, name in (((True, False), "buffered data"), ((False, True), "anomalous latent"))
+                 if v[key][0] > none[0]]
+        best = max(v, key=lambda k: v[k][0])
+        line = (f"{category}: neither {none[0]:.3f}, both {both[0]:.3f}; better than neither on its own: "
+                f"{', '.join(helps) or 'no single component'}; best: {_variant(best)} "
+                f"({'as' if best == (True, True) else 'unlike'} the paper)")
+        stds = {k: sd for k, (_, sd) in v.items() if not math.isnan(sd)}
+        if len(stds) == 4:
+            least = min(stds, key=stds.get)
+            line += (f"; smallest spread over seeds: {_variant(least)} ({stds[least]:.3f}; both: {both[1]:.3f}, "
+                     f"{'as' if least == (True, True) else 'unlike'} the paper)")
+        lines.append(line + ".")
+    return "\n".join(lines) or "Not every variant has finished runs yet."
+
+
+def _variant(key) -> str:
+    return {(False, False): "neither", (True, False): "buffered data only", (False, True): "anomalous latent only",
+            (True, True): "both"}[key]
+
+
+# ---- Tables 8-11 --------------------------------------------------------------------------------
+def paper_points(name: str) -> pd.DataFrame:
+    """The surviving paper numbers of a hyperparameter table (values partly inferred, see paper.py)."""
+    table = {"sigma": paper.TABLE8, "n_z": paper.TABLE10}.get(name)
+    if table is None:
+        return pd.DataFrame(columns=["value", "mean", "std"])
+    return pd.DataFrame({"value": table["values"], "mean": table["mean"], "std": table["std"]})
+
+
+def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One row per value: ours (mean ± std over seeds) and the paper's where it survives."""
+    keys = STUDY_KEYS[name]
+    ref = paper_points(name).set_index("value")
+    out = []
+    for r in summary.itertuples():
+        value = tuple(getattr(r, k) for k in keys)
+        row = {**{k: getattr(r, k) for k in keys}, "seeds": int(r.seeds), "ours": cell(r.mean, r.std)}
+        if name in ("sigma", "n_z"):
+            row["paper"] = cell(*ref.loc[value[0], ["mean", "std"]]) if value[0] in ref.index else "-"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+# ---- Figure 7: stability --------------------------------------------------------------------------
+def stability_histories(profile: str, seeds=None, data_root=None, runs_dir=None, executor: str = "local",
+                        feature: bool = True) -> tuple[pd.DataFrame, str]:
+    """Validation AUROC at every evaluation of ALGAN-image and the GAN baselines (the Tables 1 / 3 runs:
+    every MVTec-AD category under the data root and MTD), and of ALGAN-feature where it has runs."""
+    methods = ["algan", *GAN_BASELINES]
+    seeds = list(default_seeds(profile, seeds))
+    grid = [{"method": methods, "dataset": "mvtec", "category": "all", "profile": profile, "seed": seeds}]
+    grid = grid if present("mvtec", data_root) else []
+    grid += [{"method": methods, "dataset": "mtd", "profile": profile, "seed": seeds}] if present("mtd", data_root) else []
+    if feature:  # ALGAN-feature on the same data, where the profile's Table 2 runs these sources
+        sources = feature_runs.settings(profile)["sources"]
+        grid += [{**g, "method": "feature:algan"} for g in list(grid) if g["dataset"] in sources]
+    tidy, log = run_study(grid, [], data_root=data_root, runs_dir=runs_dir, executor=executor)
+    if tidy.empty:
+        return pd.DataFrame(), log
+    hist = run_histories(tidy.drop_duplicates("run"), runs_dir).dropna(subset=["val_auroc"])
+    return hist, log
+
+
+def stability_spread(history: pd.DataFrame) -> pd.DataFrame:
+    """Per method and category: the final validation AUROC (mean, std over seeds) and how much it moves
+    during training (the std over the second half of the evaluations, averaged over seeds)."""
+    rows = []
+    for (category, method), g in history.groupby(["category", "method"], sort=False):
+        firsts, finals, wobble = [], [], []
+        for _, run in g.groupby("run"):
+            run = run.sort_values("epoch")
+            firsts.append(run["val_auroc"].iloc[0])
+            finals.append(run["val_auroc"].iloc[-1])
+            half = run["val_auroc"].iloc[len(run) // 2:]
+            wobble.append(half.std() if len(half) > 1 else math.nan)
+        rows.append({"category": category, "method": method, "seeds": len(finals),
+                     "first val AUROC": float(np.mean(firsts)),
+                     "final val AUROC": cell(np.mean(finals), np.std(finals, ddof=1) if len(finals) > 1 else math.nan),
+                     "std over seeds of the final": np.std(finals, ddof=1) if len(finals) > 1 else math.nan,
+                     "within-run std, 2nd half": math.nan if np.isnan(wobble).all() else float(np.nanmean(wobble))})
+    return pd.DataFrame(rows)
+
+
+# ---- Section V-G: robustness ---------------------------------------------------------------------
+def cutpaste_boxes(n: int, height: int, width: int, gen: torch.Generator, area=(0.2, 0.3), aspect=(1 / 3, 3.0)):
+    """n (h, w, y_from, x_from, y_to, x_to): a patch of `area` share of the image (uniform), aspect ratio
+    w / h log-uniform in `aspect`, cut at one random place and pasted at another (CutPaste, Li et al. 2021)."""
+    boxes = []
+    for _ in range(n):
+        share = area[0] + (area[1] - area[0]) * torch.rand(1, generator=gen).item()
+        log_r = math.log(aspect[0]) + (math.log(aspect[1]) - math.log(aspect[0])) * torch.rand(1, generator=gen).item()
+        ratio = math.exp(log_r)
+        h = min(height, max(1, round(math.sqrt(share * height * width / ratio))))
+        w = min(width, max(1, round(share * height * width / h)))
+        ys = torch.randint(0, height - h + 1, (2,), generator=gen).tolist()
+        xs = torch.randint(0, width - w + 1, (2,), generator=gen).tolist()
+        boxes.append((h, w, ys[0], xs[0], ys[1], xs[1]))
+    return boxes
+
+
+def cutpaste(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.1) -> torch.Tensor:
+    """CutPaste-style anomalies of images in [-1, 1] (N, C, H, W): a patch of 20-30 % of the area, aspect
+    ratio 3:1 to 1:3, colour-jittered (brightness, contrast and, for colour images, saturation, each by
+    up to +-`jitter`), pasted back at a random place of the same image."""
+    out = images.clone()
+    for i, (h, w, y0, x0, y1, x1) in enumerate(cutpaste_boxes(len(images), *images.shape[-2:], gen)):
+        patch = (images[i, :, y0:y0 + h, x0:x0 + w] + 1) / 2  # [0, 1]
+        b, c, s = (1 + jitter * (2 * torch.rand(3, generator=gen) - 1)).tolist()
+        patch = patch * b
+        patch = (patch - patch.mean()) * c + patch.mean()
+        if patch.shape[0] == 3:
+            grey = patch.mean(0, keepdim=True)
+            patch = (patch - grey) * s + grey
+        out[i, :, y1:y1 + h, x1:x1 + w] = patch.clamp(0, 1) * 2 - 1
+    return out
+
+
+def robustness_run_args(profile: str, seed: int, sigmas, n_fake: int) -> dict[str, Any]:
+    return {"task": "robustness", "dataset": "mvtec", "category": "bottle", "profile": profile, "seed": int(seed),
+            "sigmas": [float(s) for s in sigmas], "n_fake": int(n_fake)}
+
+
+def run_robustness(profile: str = "cpu", seed: int = 0, *, sigmas=(5.0, 6.0, 7.0, 8.0), n_fake: int = 256,
+                   data_root=None, runs_dir=None, device: Optional[str] = None) -> dict[str, Any]:
+    """Sec. V-G on bottle: the default (sigma = 4) model scores fake-anomalous samples from larger sigmas
+    and CutPaste images made from the normal test images; cached like every run.
+
+    The model is the Table 1 run's (`model.pt` of the same profile and seed) when its weights are on disk,
+    else one trained here the same way. The threshold is the model's own: 5 % false positives on the
+    normal validation images (Eq. 8, `train.threshold_fpr`)."""
+    from .data import load_dataset
+    from .detector import ALGAN
+
+    device = device or default_device()
+    args = robustness_run_args(profile, seed, sigmas, n_fake)
+    size = make_profile(profile).model.image_size
+
+    def execute(folder: Path) -> dict[str, Any]:
+        splits = load_dataset("mvtec", data_root, category="bottle", image_size=size, seed=seed)
+        table_run = run_image("algan", "mvtec", category="bottle", profile=profile, seed=seed, data_root=data_root,
+                              runs_dir=runs_dir, device=device)
+        weights = table_run["folder"] / "model.pt"
+        if weights.is_file():
+            det, source = ALGAN.load(weights, device=device), f"run {table_run['folder'].name}"
+        else:
+            det = fit_estimator(ALGAN, splits, profile, seed, {}, device, False)[0]
+            source = f"retrained here (the weights of run {table_run['folder'].name} are not on disk)"
+        gen = torch.Generator().manual_seed(seed)
+        normal = splits.test.x[splits.test.y == 0]
+        groups = {"normal test": det.decision_function(normal),
+                  "real anomalies (test)": det.decision_function(splits.test.x[splits.test.y == 1])}
+        for sigma in sigmas:  # D sees G's output as in training: the max/mean channels are G's own
+            z = torch.randn(n_fake, det.config.model.latent_dim, generator=gen) * sigma
+            with torch.inference_mode():
+                det.generator.eval()
+                fakes = det.generator(z.to(det.device))
+            groups[f"fake-anomalous, sigma = {sigma:g}"] = discriminator_scores(det.discriminator, fakes,
+                                                                               device=det.device)
+        pasted = cutpaste(normal, gen)
+        groups["CutPaste (from normal test)"] = det.decision_function(pasted)
+        results.write_csv(folder / "scores.csv", pd.concat(
+            [pd.DataFrame({"group": k, "score": v}) for k, v in groups.items()], ignore_index=True))
+        pairs = torch.stack([normal[:8], pasted[:8]])  # (2, n, C, H, W): Figure 8's two rows
+        np.save(folder / "cutpaste_examples.npy",
+                ((pairs.permute(0, 1, 3, 4, 2) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
+        metrics = {"model": source, "threshold": det.threshold_, "threshold_fpr": det.config.train.threshold_fpr,
+                   "n_normal_test": len(normal), "groups": list(groups)}
+        for name, s in groups.items():
+            metrics[f"flagged: {name}"] = float((s > det.threshold_).mean())
+            if name != "normal test":
+                metrics[f"auroc: {name}"] = auroc(np.r_[np.zeros(len(groups["normal test"])), np.ones(len(s))],
+                                                  np.r_[groups["normal test"], s])
+        return metrics
+
+    return results.cached_run(args, execute, runs_dir, device=device)
+
+
+def robustness_table(runs: list[dict]) -> pd.DataFrame:
+    """Per group: the share flagged at the threshold and the AUROC against the normal test images,
+    mean ± std over seeds."""
+    names = runs[0]["metrics"]["groups"]
+    counts = pd.read_csv(runs[0]["folder"] / "scores.csv")["group"].value_counts()
+    rows = []
+    for name in names:
+        flagged = [r["metrics"][f"flagged: {name}"] for r in runs]
+        aucs = [r["metrics"].get(f"auroc: {name}", math.nan) for r in runs]
+        sd = lambda v: np.std(v, ddof=1) if len(v) > 1 else math.nan  # noqa: E731
+        rows.append({"group": name, "images per seed": int(counts.get(name, 0)), "seeds": len(runs),
+                     "flagged at the threshold": cell(np.mean(flagged), sd(flagged)),
+                     "AUROC vs normal test": "-" if name == "normal test" else cell(np.mean(aucs), sd(aucs))})
+    return pd.DataFrame(rows)
+
+
+def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:
+    """Every study's grid, cheapest first (the hyperparameters on bottle, then the ablation with MTD)."""
+    grids = {name: hyperparameter_grid(name, profile, seeds) for name in ("sigma", "alpha_xi", "n_z", "n_dis")}
+    grids["ablation"] = ablation_grid(profile, seeds, data_root)
+    return grids

@@ -1,0 +1,427 @@
+"""Speed of every method, measured side by side in one process (Tables 5 and 6, Figure 6).
+
+Per method: prediction ms per image at batch 1 and at a large batch (median of `reps` timed calls
+after a warm-up, and the spread max - min), FLOPs per image, the floor (those FLOPs at the device's
+sustained throughput, measured in the same run) and the time as a multiple of it, peak memory while
+scoring the large batch, and training seconds per epoch and per full run at the profile's epochs.
+
+Speed does not depend on what the weights are, so the inputs are random tensors of the real shapes:
+images at the profile's resolution for the image methods; for the feature methods the backbone's
+224-px input, with the backbone's forward pass (and the profile's rotations) inside the prediction
+time, and training sets of `n_train` samples (MVTec bottle's 209 by default). Full training runs are
+projected from measured parts: epochs x seconds per epoch (+ validation passes), and for the feature
+methods the extraction of the training set at the measured batched rate.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import results
+from .config import profile as make_profile
+from .detector import ALGAN
+from .models import feature_baselines as fb
+from .models.alocc import ALOCC
+from .models.ganomaly import GANomaly
+from .models.skip_ganomaly import SkipGANomaly
+
+IMAGE_METHODS = {"algan": ALGAN, "ganomaly": GANomaly, "skip_ganomaly": SkipGANomaly, "alocc": ALOCC}
+FEATURE_METHODS = ("algan_feature", "patchcore_25", "patchcore_10", "patchcore_1", "padim", "spade",
+                   "mahalanobis", "differnet")
+METHODS = tuple(IMAGE_METHODS) + FEATURE_METHODS
+LABELS = {"algan": "ALGAN-image", "ganomaly": "GANomaly", "skip_ganomaly": "Skip-GANomaly", "alocc": "ALOCC",
+          "algan_feature": "ALGAN-feature", **fb.LABELS}
+BOTTLE_TRAIN, BOTTLE_VAL = 209, 41  # MVTec bottle's training / validation images in our split
+
+
+# ---- measuring ------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def call_times(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `reps` calls of `fn()` after `warmup` untimed calls (GPU work included)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_call(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> tuple[float, float]:
+    """Median and spread (max - min) in seconds of `fn()` over `reps` calls after `warmup` calls."""
+    times = call_times(fn, device, reps, warmup)
+    return statistics.median(times), max(times) - min(times)
+
+
+class _Global:
+    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks fail on parameters
+    used under torch.inference_mode (as every scorer here is): all FLOPs go to one total."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def best_time(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """The fastest of `reps` calls after one warm-up: what the device sustains when nothing interferes."""
+    return min(call_times(fn, device, reps))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the torch operations inside `fn()` (matmuls and convolutions; a multiply-add is 2)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Global()
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocator statistics on a GPU, else the process's
+    resident set sampled every millisecond (Linux /proc; NaN elsewhere). `.mib` after the block."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mib = device, math.nan
+
+    @staticmethod
+    def _rss() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        except (OSError, ValueError):
+            return math.nan
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2 ** 20
+        else:
+            self.base = self.peak = self._rss()
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2 ** 20 - self.base
+        else:
+            self.stop.set()
+            self.thread.join()
+            self.mib = max(self.peak, self._rss()) - self.base
+
+
+def device_throughput(device: torch.device, reps: int = 5) -> dict[str, float]:
+    """Sustained fp32 GFLOP/s (best of `reps`) of a 2048^3 matmul and of a 3x3 convolution on this device."""
+    a = torch.randn(2048, 2048, device=device)
+    mm_s = best_time(lambda: a @ a, device, reps)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
+    x = torch.randn(32, 256, 32, 32, device=device)
+    with torch.inference_mode():
+        conv_s = best_time(lambda: conv(x), device, reps)
+    conv_flops = 2 * 32 * 256 * 256 * 9 * 32 * 32
+    return {"matmul_gflops": 2 * 2048 ** 3 / mm_s / 1e9, "conv_gflops": conv_flops / conv_s / 1e9}
+
+
+# ---- the methods: a scorer on a batch of inputs, and a training measurement ----------------------
+@dataclass
+class Timed:
+    """What the harness needs of one method."""
+
+    label: str
+    inputs: Callable[[int], torch.Tensor]      # a batch of random inputs
+    predict: Callable[[torch.Tensor], object]  # the full prediction (extraction included)
+    train: Callable[[], dict]                  # {"train_s_per_epoch", "train_s_full"}
+    extra_flops: Callable[[], int] = lambda: 0  # per image, for work torch does not see (faiss, numpy)
+    note: str = ""
+
+
+def _image_method(name: str, profile: str, n_train: int, n_val: int, device: torch.device) -> Timed:
+    cfg = make_profile(profile)
+    size, cls = cfg.model.image_size, IMAGE_METHODS[name]
+
+    def inputs(batch: int) -> torch.Tensor:
+        return torch.rand(batch, 3, size, size, device=device) * 2 - 1
+
+    det = cls.initialised(cfg, image_channels=3, device=str(device))
+
+    def train() -> dict:
+        x = inputs(n_train).cpu()
+        fitted = cls(cfg.override(**{"train.epochs": 2}), seed=0, device=str(device), progress=False)
+        fitted.fit(x)
+        per_epoch = float(fitted.history_["seconds"].iloc[-1])  # epoch 2: warm (and ALGAN's buffer in use)
+        val_s = n_val * _batched_seconds(det.decision_function, inputs(n_val), device)
+        n_evals = math.ceil(cfg.train.epochs / cfg.train.eval_every)
+        return {"train_s_per_epoch": per_epoch, "train_s_full": per_epoch * cfg.train.epochs + n_evals * val_s}
+
+    return Timed(LABELS[name], inputs, lambda x: det.decision_function(x, batch_size=len(x)), train,
+                 note=f"{size}x{size} image, widths {cfg.model.g_width}/{cfg.model.d_width}")
+
+
+def _batched_seconds(fn: Callable, x: torch.Tensor, device: torch.device) -> float:
+    """Seconds per sample of `fn(x)` (one warm call)."""
+    fn(x)
+    sync(device)
+    t0 = time.perf_counter()
+    fn(x)
+    sync(device)
+    return (time.perf_counter() - t0) / len(x)
+
+
+def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: torch.device) -> Timed:
+    from .extract import load_backbone, rotate_batch, rotation_angles
+    from .feature_runs import PATCH_METHODS, settings
+
+    s = settings(profile)
+    backbone = load_backbone(s["backbone"]).to(device)
+    train_rot, pred_rot = s["rotations"]
+    patches = name in PATCH_METHODS
+    rng = np.random.default_rng(0)
+
+    def inputs(batch: int) -> torch.Tensor:
+        return torch.rand(batch, 3, 224, 224, device=device) * 2 - 1
+
+    def extract(x: torch.Tensor, n_rot: int) -> np.ndarray:
+        if patches:
+            return backbone.maps(x).float().cpu().numpy()
+        return torch.stack([backbone.pooled(rotate_batch(x, a)) for a in rotation_angles(n_rot)], 1).cpu().numpy()
+
+    sample = extract(inputs(1), 1)
+    shape = sample.shape[1:]  # (C, 14, 14) maps or (1, D) pooled
+    train_x = rng.standard_normal((n_train, *shape) if patches else (n_train, train_rot, shape[-1])).astype(np.float32)
+
+    if name == "algan_feature":
+        cfg = make_profile(profile, kind="feature")
+        det = ALGAN(cfg.override(**{"train.epochs": 2}), seed=0, device=str(device), progress=False).fit(train_x)
+        score = det.decision_function
+        epochs = cfg.train.epochs
+    else:
+        kwargs = {"epochs": 2} if name == "differnet" else {}
+        det = fb.FEATURE_BASELINES[name](seed=0, **kwargs)
+        epochs = s["differnet_epochs"] if name == "differnet" else None
+        fit_start = time.perf_counter()
+        (det.fit(train_x) if patches else fb.fit_rotations(det, train_x))
+        fit_seconds = time.perf_counter() - fit_start
+        score = det.decision_function if patches else partial(fb.score_rotations, det)
+
+    def predict(x: torch.Tensor):
+        return score(extract(x, pred_rot))
+
+    def train() -> dict:
+        extract_s = n_train * train_rot * _batched_seconds(lambda v: extract(v, 1), inputs(16), device)
+        if name == "algan_feature":
+            per_epoch = float(det.history_["seconds"].iloc[-1])
+            val_s = n_val * _batched_seconds(predict, inputs(16), device)
+            fit_s = per_epoch * epochs + math.ceil(epochs / cfg.train.eval_every) * val_s
+        elif name == "differnet":
+            start = time.perf_counter()
+            fb.fit_rotations(fb.DifferNet(seed=0, epochs=2), train_x)
+            per_epoch = (time.perf_counter() - start) / 2
+            fit_s = per_epoch * epochs
+        else:
+            per_epoch, fit_s = math.nan, fit_seconds
+        return {"train_s_per_epoch": per_epoch, "train_s_full": extract_s + fit_s}
+
+    def extra_flops() -> int:  # per image, the distance computations faiss / numpy do
+        if name == "spade":
+            return 2 * det.index_.ntotal * shape[-1] * pred_rot
+        if name == "mahalanobis":
+            return 2 * shape[-1] ** 2 * pred_rot
+        if name == "padim":
+            return 2 * len(det.channels_) ** 2 * shape[1] * shape[2]
+        if name.startswith("patchcore"):
+            return 2 * det.index_.ntotal * shape[0] * shape[1] * shape[2]
+        return 0
+
+    what = f"{s['backbone']} 224 px, " + ("patch maps" if patches else f"{pred_rot} rotations")
+    return Timed(LABELS[name], inputs, predict, train, extra_flops, note=what)
+
+
+def build(name: str, profile: str, n_train: int = BOTTLE_TRAIN, n_val: int = BOTTLE_VAL,
+          device: str | torch.device = "cpu") -> Timed:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: expected one of {METHODS}")
+    maker = _image_method if name in IMAGE_METHODS else _feature_method
+    return maker(name, profile, n_train, n_val, torch.device(device))
+
+
+# ---- the table ------------------------------------------------------------------------------
+def measure(name: str, profile: str, *, batch: int = 64, reps: int = 5, n_train: int = BOTTLE_TRAIN,
+            n_val: int = BOTTLE_VAL, device: str | torch.device = "cpu", throughput: Optional[dict] = None,
+            train: bool = True) -> dict:
+    """One row: prediction ms per image at batch 1 and `batch`, FLOPs, floor, memory, training time."""
+    device = torch.device(device)
+    m = build(name, profile, n_train, n_val, device)
+    throughput = throughput or device_throughput(device)
+    one, big = m.inputs(1), m.inputs(batch)
+    b1, b1_spread = time_call(lambda: m.predict(one), device, reps)
+    bb, bb_spread = time_call(lambda: m.predict(big), device, reps)
+    with PeakMemory(device) as mem:
+        m.predict(big)
+    flops = count_flops(lambda: m.predict(one)) + m.extra_flops()
+    peak = max(throughput["matmul_gflops"], throughput["conv_gflops"]) * 1e9
+    floor_ms = 1000 * flops / peak
+    row = {"method": name, "label": m.label, "input": m.note, "batch": batch,
+           "predict_ms_b1": 1000 * b1, "predict_ms_b1_spread": 1000 * b1_spread,
+           "predict_ms": 1000 * bb / batch, "predict_ms_spread": 1000 * bb_spread / batch,
+           "gflops_per_image": flops / 1e9, "floor_ms": floor_ms,
+           "x_floor": 1000 * bb / batch / floor_ms if floor_ms > 0 else math.nan,
+           "peak_mem_mib": mem.mib}
+    if train:
+        row.update(m.train())
+    return row
+
+
+def timing_table(profile: str = "smoke", *, methods=METHODS, batch: int = 64, reps: int = 5,
+                 n_train: int = BOTTLE_TRAIN, n_val: int = BOTTLE_VAL, device: Optional[str] = None,
+                 train: bool = True, progress: bool = False) -> pd.DataFrame:
+    """A row per method, all measured in this process on one device; provenance in every row."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: expected some of {METHODS}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    throughput = device_throughput(device)
+    rows = []
+    for name in methods:
+        if progress:
+            print(f"timing {name} ...", flush=True)
+        rows.append(measure(name, profile, batch=batch, reps=reps, n_train=n_train, n_val=n_val,
+                            device=device, throughput=throughput, train=train))
+    prov = results.provenance(device)
+    frame = pd.DataFrame(rows)
+    ref = frame.loc[frame["method"] == "algan", "predict_ms_b1"]
+    frame["x_algan_image"] = frame["predict_ms_b1"] / ref.iloc[0] if len(ref) else math.nan
+    ref = frame.loc[frame["method"] == "algan_feature", "predict_ms_b1"]
+    frame["x_algan_feature"] = frame["predict_ms_b1"] / ref.iloc[0] if len(ref) else math.nan
+    return frame.assign(profile=profile, device=prov["device"], torch=prov["torch"], commit=prov["commit"],
+                        matmul_gflops=throughput["matmul_gflops"], conv_gflops=throughput["conv_gflops"],
+                        measured_utc=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+
+
+# ---- the pages (Tables 5 and 6, Figure 6) --------------------------------------------------------
+def timing_run(profile: str = "smoke", *, batch: int = 64, reps: int = 5, device: Optional[str] = None,
+               runs_dir=None, methods=METHODS) -> pd.DataFrame:
+    """`timing_table` once per (profile, device, batch, reps, methods), kept in the run cache."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args = {"task": "timing", "profile": profile, "device": results.device_name(device), "batch": batch,
+            "reps": reps, "methods": list(methods)}
+
+    def execute(folder) -> dict:
+        frame = timing_table(profile, methods=methods, batch=batch, reps=reps, device=device)
+        results.write_csv(folder / "timing.csv", frame)
+        return {"methods": len(frame)}
+
+    run = results.cached_run(args, execute, runs_dir, device=device)
+    return pd.read_csv(run["folder"] / "timing.csv").assign(run=run["folder"].name)
+
+
+def _ratio_range(frame: pd.DataFrame, methods, ref: str) -> tuple[float, float]:
+    r = frame.set_index("method").loc[[m for m in methods if m in set(frame["method"])], f"x_{ref}"]
+    return (float(r.min()), float(r.max())) if len(r) else (math.nan, math.nan)
+
+
+def speed_claims(frame: pd.DataFrame) -> str:
+    """Our batch-1 speed-ups beside the paper's (Table 5's text)."""
+    from . import paper
+
+    p = paper.TABLE5
+    lines = []
+    ref = frame.set_index("method")
+    if "algan" in ref.index:
+        lo, hi = _ratio_range(frame, [m for m in IMAGE_METHODS if m != "algan"], "algan_image")
+        lines.append(f"ALGAN-image: {ref.loc['algan', 'predict_ms_b1']:.2f} ms per image at batch 1 "
+                     f"({ref.loc['algan', 'input']}, {ref.loc['algan', 'device']}); the paper: "
+                     f"{p['algan_image_ms']} ms ({p['image_size']}x{p['image_size']}, {p['device']}).")
+        lines.append(f"The other image-based methods take {lo:.1f} to {hi:.1f} times as long as ALGAN-image "
+                     f"(the paper: {p['image_ratio'][0]} to {p['image_ratio'][1]}).")
+    if "algan_feature" in ref.index:
+        lo, hi = _ratio_range(frame, [m for m in FEATURE_METHODS if m != "algan_feature"], "algan_feature")
+        lines.append(f"The other feature-based methods take {lo:.2f} to {hi:.2f} times as long as ALGAN-feature "
+                     f"(the paper: {p['feature_ratio'][0]} to {p['feature_ratio'][1]}).")
+        faster = ref.loc[[m for m in FEATURE_METHODS if m in ref.index and m != "algan_feature"], "x_algan_feature"]
+        slower = list(faster[faster < 1].index)
+        if slower:
+            lines.append("Faster than ALGAN-feature here: " + ", ".join(LABELS[m] for m in slower) + ".")
+    if "algan" in ref.index:
+        x = ref.loc["algan", "x_floor"]
+        lines.append(f"ALGAN-image's batched scoring runs at {x:.2f} times its FLOP floor on this device "
+                     f"(target: within 2).")
+    return "\n".join(lines)
+
+
+def table5_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prediction time per image: batch 1 (median +- spread), batched, FLOPs, floor, memory."""
+    f = frame.copy()
+    ratio = np.where(f["method"].isin(list(IMAGE_METHODS)), f["x_algan_image"], f["x_algan_feature"])
+    return pd.DataFrame({
+        "method": f["label"], "input": f["input"],
+        "ms / image, batch 1": [f"{m:.2f} ± {s:.2f}" for m, s in zip(f["predict_ms_b1"], f["predict_ms_b1_spread"])],
+        "x ALGAN (same kind)": [f"{r:.2f}" for r in ratio],
+        f"ms / image, batch {int(f['batch'].iloc[0])}": [f"{m:.3f}" for m in f["predict_ms"]],
+        "GFLOP / image": [f"{g:.3f}" for g in f["gflops_per_image"]],
+        "x floor (batched)": [f"{x:.1f}" for x in f["x_floor"]],
+        "peak MiB": [f"{m:.0f}" for m in f["peak_mem_mib"]],
+    })
+
+
+def table6_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Training time: seconds per epoch and per full run at the profile's epochs (projected)."""
+    f = frame.copy()
+    return pd.DataFrame({"method": f["label"], "input": f["input"],
+                         "s / epoch": [("-" if math.isnan(v) else f"{v:.2f}") for v in f["train_s_per_epoch"]],
+                         "s / full run": [f"{v:.0f}" for v in f["train_s_full"]],
+                         "x ALGAN-image": [f"{v / f.loc[f['method'] == 'algan', 'train_s_full'].iloc[0]:.1f}"
+                                           if (f["method"] == "algan").any() else "-" for v in f["train_s_full"]]})
+
+
+def figure6_frame(frame: pd.DataFrame, profile: str, dataset: str = "mvtec", results_dir=None) -> pd.DataFrame:
+    """Batch-1 prediction time beside the mean test AUROC from the results CSVs at the same profile:
+    MVTec bottle (Table 1 for the image methods, Table 2's bottle runs for the feature methods) or MTD
+    (Table 3, and Table 2's MTD runs). The feature runs use the backbone and rotations timed here."""
+    from .experiments import RESULTS_DIR
+
+    image_csv, category = {"mvtec": ("table1", "bottle"), "mtd": ("table3", "mtd")}[dataset]
+    base = Path(results_dir or RESULTS_DIR)
+    aucs = {}
+    t1, t2 = base / f"{image_csv}_{profile}.csv", base / f"table2_{profile}.csv"
+    if t1.exists():
+        t = pd.read_csv(t1).query("metric == 'test_auroc' and category == @category")
+        aucs.update(t.groupby("method")["value"].agg(["mean", "std", "count"]).T.to_dict())
+    if t2.exists():
+        t = pd.read_csv(t2).query("metric == 'test_auroc' and source == @dataset and category == @category")
+        for m, g in t.groupby("method"):
+            aucs["algan_feature" if m == "algan" else m] = {"mean": g["value"].mean(), "std": g["value"].std(),
+                                                            "count": len(g)}
+    out = frame[["method", "label", "predict_ms_b1"]].copy()
+    for k in ("mean", "std", "count"):
+        out[f"auroc_{k}"] = [aucs.get(m, {}).get(k, math.nan) for m in out["method"]]
+    out["kind"] = np.where(out["method"].isin(list(IMAGE_METHODS)), "image", "feature")
+    return out.assign(dataset=category)

@@ -1,0 +1,92 @@
+"""The studies of Sections V-D to V-G: grids, CutPaste geometry, a small hyperparameter sweep and the
+robustness run, on real bottle images at the smoke profile."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from algan import experiments, paper, results, studies
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_torch_thread):
+    """Runs in this process use one torch thread (tiny smoke networks on busy cores)."""
+
+
+def test_grids_share_their_default_point_with_the_tables():
+    sigma = studies.expand_grid(studies.hyperparameter_grid("sigma", "smoke"))
+    assert len(sigma) == 6
+    default = results.config_hash(experiments.image_run_args("algan", "mvtec", "bottle", "smoke", 0))
+    assert default in {s.hash for s in sigma}
+    alpha_xi = studies.expand_grid(studies.hyperparameter_grid("alpha_xi", "cpu"))
+    # diagonal (4) + alpha axis (3 new) + xi axis (3 new), 3 seeds each
+    assert len(alpha_xi) == 10 * 3
+    with pytest.raises(ValueError, match="unknown hyperparameter study 'beta'"):
+        studies.hyperparameter_grid("beta", "smoke")
+
+
+def test_ablation_grid_has_four_variants_per_data_set(data_root):
+    specs = studies.expand_grid(studies.ablation_grid("smoke", data_root=data_root), data_root=data_root)
+    variants = {(s.kwargs["dataset"], tuple(sorted(s.kwargs["overrides"].items()))) for s in specs}
+    datasets = {s.kwargs["dataset"] for s in specs}
+    assert len(variants) == 4 * len(datasets) and "mvtec" in datasets
+
+
+def test_cutpaste_geometry_stays_within_the_stated_bounds():
+    gen = torch.Generator().manual_seed(0)
+    size = 256
+    shares, ratios = [], []
+    for h, w, y0, x0, y1, x1 in studies.cutpaste_boxes(2000, size, size, gen):
+        assert 0 <= y0 <= size - h and 0 <= y1 <= size - h and 0 <= x0 <= size - w and 0 <= x1 <= size - w
+        shares.append(h * w / size ** 2)
+        ratios.append(w / h)
+    shares, ratios = np.array(shares), np.array(ratios)
+    assert shares.min() >= 0.2 - 0.005 and shares.max() <= 0.3 + 0.005  # pixel rounding only
+    assert ratios.min() >= 1 / 3 * 0.97 and ratios.max() <= 3 * 1.03
+    assert shares.max() - shares.min() > 0.08 and ratios.min() < 0.4 and ratios.max() > 2.5  # the range is used
+
+
+def test_cutpaste_changes_only_the_pasted_patch():
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    out = studies.cutpaste(images, gen)
+    gen = torch.Generator().manual_seed(1)
+    for i, (h, w, _, _, y1, x1) in enumerate(studies.cutpaste_boxes(4, 64, 64, gen)):
+        changed = (out[i] != images[i]).any(0)
+        outside = changed.clone()
+        outside[y1:y1 + h, x1:x1 + w] = False
+        assert not outside.any() and changed.any()
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_a_hyperparameter_study_runs_and_summarises(data_root, tmp_path):
+    grid = studies.hyperparameter_grid("n_z", "smoke")
+    nothing, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="cached")
+    assert nothing.empty and "todo 4" in log and not tmp_path.joinpath("runs").exists()
+    tidy, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
+    assert "done 4 (4 run now)" in log
+    summary = studies.study_summary(tidy, ["n_z"])
+    assert list(summary["n_z"]) == [1, 2, 4, 8] and (summary["seeds"] == 1).all()
+    table = studies.hyperparameter_table(summary, "n_z")
+    assert list(table["paper"]) == [f"{m:.3f} ± {s:.3f}" for m, s in zip(paper.TABLE10["mean"], paper.TABLE10["std"])]
+    again, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
+    assert "done 4 (0 run now)" in log and again["run"].tolist() == tidy["run"].tolist()
+
+
+def test_robustness_run_flags_and_ranks_each_group(data_root, tmp_path):
+    run = studies.run_robustness("smoke", 0, n_fake=32, data_root=data_root, runs_dir=tmp_path, device="cpu")
+    m = run["metrics"]
+    assert m["threshold_fpr"] == 0.05 and m["model"].startswith("run ")  # the Table 1 run's weights
+    groups = ["normal test", "real anomalies (test)", "fake-anomalous, sigma = 5", "fake-anomalous, sigma = 8",
+              "CutPaste (from normal test)"]
+    for g in groups:
+        assert 0 <= m[f"flagged: {g}"] <= 1
+        if g != "normal test":
+            assert 0 <= m[f"auroc: {g}"] <= 1
+    table = studies.robustness_table([run])
+    assert table["group"].tolist()[:2] == groups[:2] and len(table) == 7
+    examples = np.load(run["folder"] / "cutpaste_examples.npy")
+    assert examples.shape == (2, 8, 32, 32, 3) and examples.dtype == np.uint8
+    assert (examples[0] != examples[1]).any(axis=(1, 2, 3)).all()  # every pasted image differs from its source
+    assert math.isclose(m["flagged: normal test"], 0.05, abs_tol=0.25)
