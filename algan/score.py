@@ -24,7 +24,7 @@ def discriminator_scores(
     """-D(x) logits in eval mode, batched. Restores D's train/eval mode afterwards.
 
     Fast paths (benchmarks/bench_timing.py measures each): spectral-norm weights are computed once
-    per call, not once per batch; `channels_last` feeds 4-d batches in NHWC order; `amp_dtype`
+    per call, not once per batch; `channels_last` feeds 4-d batches of 2+ in NHWC order; `amp_dtype`
     (e.g. torch.bfloat16 on CUDA) runs D under autocast. Scores come back as float32 either way.
     """
     was_training = discriminator.training
@@ -36,7 +36,7 @@ def discriminator_scores(
             batch = x[start:start + batch_size].to(device, non_blocking=True)
             if prepare is not None:
                 batch = prepare(batch)
-            if channels_last and batch.dim() == 4:
+            if channels_last and batch.dim() == 4 and len(batch) > 1:  # measured: a gain batched, a loss at 1
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out.append((-discriminator(batch)).float().cpu())
     discriminator.train(was_training)
