@@ -61,10 +61,11 @@ def threshold_at_fpr(normal_scores, fpr: float) -> float:
     gap to the next normal score, so no normal score lies on it and a backend that reproduces the
     scores to float precision (ONNX, bf16 autocast) flags the same samples.
     """
-    s = np.unique(np.asarray(normal_scores, dtype=np.float64))
-    if s.size == 0:
+    scores = np.asarray(normal_scores, dtype=np.float64)
+    if scores.size == 0:
         raise ValueError("threshold_at_fpr needs at least one normal score")
-    upper = float(np.quantile(np.asarray(normal_scores, dtype=np.float64), 1.0 - fpr, method="higher"))
+    upper = float(np.quantile(scores, 1.0 - fpr, method="higher"))
+    s = np.unique(scores)  # sorted
     above, below = s[s > upper], s[s < upper]
     if above.size:
         return float((upper + above[0]) / 2)
