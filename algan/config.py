@@ -14,6 +14,11 @@ from typing import Any
 LATENT_SCHEDULES = ("literal", "per_batch")
 GENERATOR_LOSSES = ("saturating", "non_saturating")
 FAKE_BN_STATS = ("batch", "running")
+FEATURE_SCALINGS = ("standardise", "drop_constant")
+
+# Settings added after runs were cached, with the value those runs used: a stored run that lacks
+# one of them is still current when the setting is at this value (results.cached_run).
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {("model", "feature_scaling"): "standardise"}
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,15 @@ class ModelConfig:
     feature_dim: int = 2048         # Sec. IV-A-1: WideResNet-101 last block, GAP -> 2048-d
     feature_hidden: int = 512       # hidden width of the 3 FC layers (not printed in the paper)
     leaky_slope: float = 0.2        # DCGAN's LeakyReLU slope; the paper says "Leaky-ReLU"
+    feature_scaling: str = "standardise"  # the paper is silent. "standardise": training mean / std
+                                    # per dimension, std floored at 1e-6; "drop_constant": the same,
+                                    # but dimensions constant over the training rows are set to 0
 
     def __post_init__(self):
         if self.kind not in ("image", "feature"):
             raise ValueError(f"model.kind={self.kind!r}: expected 'image' or 'feature'")
+        if self.feature_scaling not in FEATURE_SCALINGS:
+            raise ValueError(f"model.feature_scaling={self.feature_scaling!r}: expected one of {FEATURE_SCALINGS}")
         if self.kind == "image":
             size = self.image_size
             if size < 16 or size & (size - 1):

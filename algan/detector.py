@@ -60,6 +60,17 @@ def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
     return add_extra_channels(x) if config.model.extra_channels else x
 
 
+def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension (mean, std) of training features (N, D) for standardisation. The std is floored
+    at 1e-6; with `scaling="drop_constant"` a dimension below the floor gets std = inf instead, so
+    it is 0 after scaling whatever its value (ADBench's ResNet-18 features have 172-402 of 512
+    dimensions constant over a category's training rows: see the book's deviations page)."""
+    mean, std = flat.mean(0), flat.std(0)
+    if scaling == "drop_constant":
+        return mean, torch.where(std < 1e-6, torch.full_like(std, math.inf), std)
+    return mean, std.clamp_min(1e-6)
+
+
 class BaseDetector:
     """Shared thresholding and prediction. Subclasses implement fit/decision_function/_state."""
 
@@ -104,7 +115,7 @@ class ALGAN(BaseDetector):
         self.config = self._config_for(x)
         if self.config.model.kind == "feature":
             flat = x.reshape(-1, x.shape[-1])  # rotated views (N, R, D) are R training samples each
-            self.feature_mean, self.feature_std = flat.mean(0), flat.std(0).clamp_min(1e-6)
+            self.feature_mean, self.feature_std = feature_statistics(flat, self.config.model.feature_scaling)
         x_val = None if X_val is None else as_tensor(X_val, "X_val")
         if x_val is not None:
             self._check_input(x_val, "X_val")
@@ -183,8 +194,8 @@ class ALGAN(BaseDetector):
             z = z * self.config.train.sigma
         self.generator.eval()
         out = self.generator(z.to(self.device)).cpu()
-        if self.config.model.kind == "feature":
-            out = out * self.feature_std + self.feature_mean
+        if self.config.model.kind == "feature":  # dropped (constant) dimensions get their training value
+            out = torch.where(self.feature_std.isinf(), self.feature_mean, out * self.feature_std + self.feature_mean)
         return out
 
     # ---- persistence -------------------------------------------------------------------------

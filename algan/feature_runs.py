@@ -347,3 +347,43 @@ def feature_vs_image(summary: pd.DataFrame, profile: str, data_root=None, runs_d
             lines.append(f"{r.group}: ALGAN-feature {r.mean:.3f} vs ALGAN-image {image.mean():.3f} "
                          f"({len(image)} seed{'s' * (len(image) != 1)}, the image pages' runs)")
     return "\n".join(lines) or "No ALGAN-feature run on an image data set on this page."
+
+
+# ---- feature scaling (deviations page: ADBench's constant dimensions) ---------------------------
+def feature_scaling_runs(*, profile: str = "smoke", seeds=None, categories=None, data_root=None, runs_dir=None,
+                         progress: bool = True) -> pd.DataFrame:
+    """ALGAN-feature on ADBench's features with each `model.feature_scaling` (tidy rows of `tidy`,
+    plus `feature_scaling` and `first_val_auroc`, the validation AUROC at the first evaluation).
+    The default, "standardise", is Table 2's own runs (no override, so the same cache entries)."""
+    from tqdm import tqdm
+
+    from .config import FEATURE_SCALINGS
+    from .experiments import default_seeds
+
+    seeds = default_seeds(profile, seeds)
+    categories = adbench_categories(data_root) if categories is None else list(categories)
+    jobs = [(s, c, seed) for s in FEATURE_SCALINGS for c in categories for seed in seeds]
+    rows = []
+    for scaling, category, seed in tqdm(jobs, desc="feature scaling runs", disable=not progress):
+        overrides = {} if scaling == "standardise" else {"model.feature_scaling": scaling}
+        run = run_feature("algan", "adbench", category=category, profile=profile, seed=seed, overrides=overrides,
+                          data_root=data_root, runs_dir=runs_dir)
+        history = pd.read_csv(run["folder"] / "history.csv").dropna(subset=["val_auroc"])
+        first = float(history["val_auroc"].iloc[0]) if not history.empty else np.nan
+        rows += [{**r, "feature_scaling": scaling, "first_val_auroc": first} for r in tidy(run)]
+    return pd.DataFrame(rows)
+
+
+def feature_scaling_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per scaling: test AUROC over all categories (per seed the mean over categories, then mean and
+    std over seeds), the paper's ALL number, and how many runs start inverted (first val AUROC < 0.5)."""
+    test = rows[rows["metric"] == "test_auroc"]
+    out = []
+    for scaling, v in test.groupby("feature_scaling", sort=False):
+        per_seed = v.groupby("seed")["value"].mean()
+        out.append({"feature_scaling": scaling, "runs": len(v), "seeds": len(per_seed),
+                    "test AUROC, ALL (mean)": per_seed.mean(), "std over seeds": per_seed.std(),
+                    "paper, ALL": paper.TABLE2["ALGAN-feature"]["ALL"],
+                    "runs starting inverted": int((v["first_val_auroc"] < 0.5).sum()),
+                    "median first val AUROC": v["first_val_auroc"].median()})
+    return pd.DataFrame(out).set_index("feature_scaling")

@@ -134,6 +134,18 @@ def load_run(folder: Path) -> dict[str, Any]:
             "folder": folder}
 
 
+def _same_settings(stored: dict[str, Any], resolved: dict[str, Any]) -> bool:
+    """Stored settings equal the current ones, allowing settings added since the run was cached
+    when they are at the value the run used (`config.ADDED_SETTINGS`)."""
+    from .config import ADDED_SETTINGS
+
+    current = json.loads(json.dumps(resolved, default=_json_default))
+    for (section, name), value in ADDED_SETTINGS.items():
+        if name not in stored.get(section, {}) and current.get(section, {}).get(name) == value:
+            del current[section][name]
+    return stored == current
+
+
 def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
                device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
@@ -146,7 +158,7 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
     if is_done(folder):
         run = load_run(folder)
         stored = run["config"].get("resolved")
-        if resolved is None or stored is None or stored == json.loads(json.dumps(resolved, default=_json_default)):
+        if resolved is None or stored is None or _same_settings(stored, resolved):
             return run
     if folder.exists():
         shutil.rmtree(folder)

@@ -138,18 +138,19 @@ def ablation_claims(summary: pd.DataFrame) -> str:
                  if v[key][0] > none[0]]
         best = max(v, key=lambda k: v[k][0])
         line = (f"{category}: neither {none[0]:.3f}, both {both[0]:.3f}; better than neither on its own: "
-                f"{', '.join(helps) or 'no single component'}; best: {_variant(best)} "
+                f"{', '.join(helps) or 'no single component'}; best: {variant_label(best)} "
                 f"({'as' if best == (True, True) else 'unlike'} the paper)")
         stds = {k: sd for k, (_, sd) in v.items() if not math.isnan(sd)}
         if len(stds) == 4:
             least = min(stds, key=stds.get)
-            line += (f"; smallest spread over seeds: {_variant(least)} ({stds[least]:.3f}; both: {both[1]:.3f}, "
+            line += (f"; smallest spread over seeds: {variant_label(least)} ({stds[least]:.3f}; both: {both[1]:.3f}, "
                      f"{'as' if least == (True, True) else 'unlike'} the paper)")
         lines.append(line + ".")
     return "\n".join(lines) or "Not every variant has finished runs yet."
 
 
-def _variant(key) -> str:
+def variant_label(key) -> str:
+    """Table 7's name for a (use_buffer, use_anomalous_latent) pair."""
     return {(False, False): "neither", (True, False): "buffered data only", (False, True): "anomalous latent only",
             (True, True): "both"}[key]
 

@@ -59,6 +59,26 @@ def test_features_fit_and_threshold():
     assert np.mean(scores[:50] > det.threshold_) <= 0.05 + 1e-9
 
 
+def test_drop_constant_scaling_ignores_dimensions_constant_in_training():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 6)).astype(np.float32)
+    x[:, :2] = 0.0  # constant over the training rows, as in ADBench's ResNet-18 features
+    probe = rng.standard_normal((10, 6)).astype(np.float32)
+    probe[:, :2] = 0.0
+    shifted = probe.copy()
+    shifted[:, :2] = 3.0
+    fits = {s: ALGAN(profile("smoke", kind="feature", **{"model.feature_scaling": s}), progress=False).fit(x)
+            for s in ("standardise", "drop_constant")}
+    drop, plain = fits["drop_constant"], fits["standardise"]
+    assert drop.feature_std[:2].isinf().all() and torch.isfinite(drop.feature_std[2:]).all()
+    np.testing.assert_array_equal(drop.decision_function(probe), drop.decision_function(shifted))
+    assert np.abs(plain.decision_function(shifted)).max() > 1e3 * np.abs(plain.decision_function(probe)).max()
+    fake = drop.generate(5)
+    assert torch.isfinite(fake).all() and (fake[:, :2] == 0).all()  # dropped dims keep their training value
+    with pytest.raises(ValueError, match="model.feature_scaling='zscore'"):
+        profile("smoke", kind="feature", **{"model.feature_scaling": "zscore"})
+
+
 @pytest.mark.parametrize("bad,match", [
     (np.full((4, 3), np.nan, dtype=np.float32), "NaN or inf"),
     (np.zeros((0, 3), dtype=np.float32), "empty"),

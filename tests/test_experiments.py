@@ -89,6 +89,19 @@ def test_changed_defaults_invalidate_a_finished_run(tmp_path):
     assert len(calls) == 2 and run["config"]["resolved"] == {"sigma": 5.0}
 
 
+def test_a_setting_added_later_keeps_old_runs_only_at_the_value_they_used(tmp_path):
+    calls = []
+    work = lambda folder: calls.append(1) or {"v": len(calls)}  # noqa: E731
+    old = {"model": {"kind": "feature"}, "train": {}}  # stored before model.feature_scaling existed
+    results.cached_run({"task": "t"}, work, tmp_path, resolved=old)
+    results.cached_run({"task": "t"}, work, tmp_path,
+                       resolved={"model": {"kind": "feature", "feature_scaling": "standardise"}, "train": {}})
+    assert len(calls) == 1
+    results.cached_run({"task": "t"}, work, tmp_path,
+                       resolved={"model": {"kind": "feature", "feature_scaling": "drop_constant"}, "train": {}})
+    assert len(calls) == 2
+
+
 def test_empty_root_gives_missing_rows(tmp_path):
     (tmp_path / "root").mkdir()
     tidy = experiments.image_auroc_table("mvtec", profile="smoke", data_root=tmp_path / "root",

@@ -41,15 +41,25 @@ def mtd(data_root):
     return splits, _fit_images(splits)
 
 
-@pytest.fixture(scope="module")
-def features(data_root):
+def _fit_features(data_root, scaling):
     splits = load_features(data_root / "adbench/mvtec_resnet18/bottle.npz", seed=0)
-    det = ALGAN(profile("smoke", kind="feature"), seed=0, device="cpu", progress=False).fit(
-        splits.train.x, X_val=splits.val.x, y_val=splits.val.y)
+    cfg = profile("smoke", kind="feature", **{"model.feature_scaling": scaling})
+    det = ALGAN(cfg, seed=0, device="cpu", progress=False).fit(splits.train.x, X_val=splits.val.x, y_val=splits.val.y)
     return splits, det
 
 
-@pytest.mark.parametrize("name,tol", [("bottle", 1e-4), ("mtd", 1e-4), ("features", None)])
+@pytest.fixture(scope="module")
+def features(data_root):
+    return _fit_features(data_root, "standardise")
+
+
+@pytest.fixture(scope="module")
+def features_drop_constant(data_root):  # std = inf in the graph for the dropped dimensions
+    return _fit_features(data_root, "drop_constant")
+
+
+@pytest.mark.parametrize("name,tol", [("bottle", 1e-4), ("mtd", 1e-4), ("features", None),
+                                      ("features_drop_constant", None)])
 def test_onnx_scores_and_predictions_match_torch(name, tol, request, tmp_path):
     splits, det = request.getfixturevalue(name)
     x = splits.test.x

@@ -45,6 +45,19 @@ def test_feature_run_on_adbench_is_cached(tmp_path, data_root):
     assert again["config"]["finished_utc"] == first["config"]["finished_utc"]
 
 
+def test_feature_scaling_runs_reuse_table2_runs_and_add_the_option(tmp_path, data_root):
+    plain = FR.run_feature("algan", "adbench", category="bottle", profile="smoke", seed=0,
+                           data_root=data_root, runs_dir=tmp_path)
+    rows = FR.feature_scaling_runs(profile="smoke", seeds=[0], categories=["bottle"], data_root=data_root,
+                                   runs_dir=tmp_path, progress=False)
+    test = rows[rows["metric"] == "test_auroc"].set_index("feature_scaling")
+    assert test.loc["standardise", "run"] == plain["config"]["hash"]  # Table 2's run, not a new one
+    assert test.loc["drop_constant", "run"] != plain["config"]["hash"]
+    assert rows["first_val_auroc"].between(0, 1).all()
+    summary = FR.feature_scaling_summary(rows)
+    assert list(summary.index) == ["standardise", "drop_constant"] and (summary["runs"] == 1).all()
+
+
 def test_baseline_run_on_adbench(tmp_path, data_root):
     run = FR.run_feature("mahalanobis", "adbench", category="bottle", profile="smoke", seed=0,
                          data_root=data_root, runs_dir=tmp_path)
