@@ -329,9 +329,15 @@ def cached_features(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAU
                     cache_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
                     map_size: int | None = 14, batch_size: int = 32, progress: bool = False,
                     device: str | torch.device = "cpu") -> np.ndarray:
-    """extract_files(...), computed once per key and stored as <cache_dir>/<key16>.npz (+ .json describing it)."""
+    """extract_files(...), computed once per key and stored as <cache_dir>/<key16>.npz (+ .json describing it).
+
+    The key and the stored rows follow the files sorted by name, so the same files in another order
+    (e.g. another seed's split of COIL-100) hit the cache; rows come back in the caller's order."""
     key = feature_key(paths, backbone=backbone, category=category, angles=angles, kind=kind, root=root,
                       map_size=map_size)
+    order = sorted(range(len(key["files"])), key=lambda i: key["files"][i][0])
+    key["files"] = [key["files"][i] for i in order]
+    back = np.argsort(order)  # stored (sorted) rows -> the caller's order
     digest = key_hash(key)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     npz = folder / f"{digest[:16]}.npz"
@@ -339,10 +345,10 @@ def cached_features(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAU
         try:
             with np.load(npz) as z:
                 if z["key"].item() == digest:  # the full hash guards against a 16-hex-digit collision
-                    return z["features"]
+                    return z["features"][back]
         except (OSError, ValueError, KeyError, EOFError):
             pass  # unreadable or foreign file: extract again and replace it
-    feats = extract_files(paths, backbone=backbone, category=category, angles=angles, kind=kind,
+    feats = extract_files([paths[i] for i in order], backbone=backbone, category=category, angles=angles, kind=kind,
                           batch_size=batch_size, progress=progress, map_size=map_size, device=device)
     sidecar = {k: v for k, v in key.items() if k != "files"}
     sidecar.update(sha256=digest, n_files=len(key["files"]), shape=list(feats.shape), dtype=str(feats.dtype),
@@ -350,4 +356,4 @@ def cached_features(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAU
     write_json(folder / f"{digest[:16]}.json", sidecar)
     with atomic_path(npz) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
         np.savez(f, features=feats, key=np.array(digest))
-    return feats
+    return feats[back]

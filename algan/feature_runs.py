@@ -387,3 +387,19 @@ def feature_scaling_summary(rows: pd.DataFrame) -> pd.DataFrame:
                     "runs starting inverted": int((v["first_val_auroc"] < 0.5).sum()),
                     "median first val AUROC": v["first_val_auroc"].median()})
     return pd.DataFrame(out).set_index("feature_scaling")
+
+
+def constant_dimensions(*, seed: int = 0, categories=None, data_root=None) -> pd.DataFrame:
+    """Per ADBench category: how many of the 512 dimensions are constant over the training rows of
+    the seeded split, the share of normal / anomalous test rows that leave that constant anywhere,
+    and the test AUROC of that count alone as a score (how much signal `drop_constant` gives up)."""
+    rows = []
+    for category in adbench_categories(data_root) if categories is None else categories:
+        split = load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
+        train, test, y = split.train.x, split.test.x, split.test.y
+        const = train.std(0) < 1e-6
+        off = (np.abs(test[:, const] - train[0, const]) > 1e-6).sum(1)
+        rows.append({"category": category, "constant dims": int(const.sum()), "of": train.shape[1],
+                     "normal test rows off": (off[y == 0] > 0).mean(), "anomalous test rows off": (off[y == 1] > 0).mean(),
+                     "AUROC of the off-count": auroc(y, off)})
+    return pd.DataFrame(rows).set_index("category")

@@ -179,6 +179,16 @@ def test_cache_second_call_runs_no_backbone(coil, tmp_path, data_root):
     assert np.array_equal(E.cached_features(coil[:3], **kw), first) and E.extraction_count > count
 
 
+def test_cache_hit_for_the_same_files_in_another_order(coil, tmp_path, data_root):
+    kw = dict(backbone=LITE0, category="coil100", cache_dir=tmp_path, root=data_root)
+    first = E.cached_features(coil[:3], **kw)
+    count = E.extraction_count
+    shuffled = E.cached_features([coil[2], coil[0], coil[1]], **kw)  # another seed's split order
+    assert E.extraction_count == count and len(list(tmp_path.glob("*.npz"))) == 1
+    np.testing.assert_array_equal(shuffled, first[[2, 0, 1]])  # rows follow the caller's order
+    assert not np.array_equal(shuffled, first)
+
+
 def test_cache_maps_float16(coil, tmp_path):
     kw = dict(backbone=LITE0, category="bottle", kind="maps", cache_dir=tmp_path)
     first = E.cached_features(coil[:2], **kw)

@@ -58,6 +58,13 @@ def test_feature_scaling_runs_reuse_table2_runs_and_add_the_option(tmp_path, dat
     assert list(summary.index) == ["standardise", "drop_constant"] and (summary["runs"] == 1).all()
 
 
+def test_constant_dimensions_of_adbench_bottle(data_root):
+    row = FR.constant_dimensions(seed=0, categories=["bottle"], data_root=data_root).loc["bottle"]
+    assert 0 < row["constant dims"] < row["of"] == 512
+    assert row["anomalous test rows off"] > row["normal test rows off"]  # the constant dims carry signal
+    assert 0.5 < row["AUROC of the off-count"] <= 1.0
+
+
 def test_baseline_run_on_adbench(tmp_path, data_root):
     run = FR.run_feature("mahalanobis", "adbench", category="bottle", profile="smoke", seed=0,
                          data_root=data_root, runs_dir=tmp_path)
