@@ -400,8 +400,8 @@ def constant_dimensions(*, seed: int = 0, categories=None, data_root=None) -> pd
         const = train.std(0) < 1e-6
         off = (np.abs(test[:, const] - train[0, const]) > 1e-6).sum(1)
         rows.append({"category": category, "constant dims": int(const.sum()),
-                     "normal test rows off": (off[y == 0] > 0).mean(), "anomalous test rows off": (off[y == 1] > 0).mean(),
-                     "AUROC of the off-count": auroc(y, off)})
+                     "normal test rows off": (off[y == 0] > 0).mean(),
+                     "anomalous test rows off": (off[y == 1] > 0).mean(), "AUROC of the off-count": auroc(y, off)})
     return pd.DataFrame(rows).set_index("category")
 
 
