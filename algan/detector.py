@@ -60,6 +60,9 @@ def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
     return add_extra_channels(x) if config.model.extra_channels else x
 
 
+FEATURE_STD_FLOOR = 1e-6  # below it a training dimension counts as constant
+
+
 def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension (mean, std) of training features (N, D) for standardisation. The std is floored
     at 1e-6; with `scaling="drop_constant"` a dimension below the floor gets std = inf instead, so
@@ -67,8 +70,8 @@ def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tupl
     dimensions constant over a category's training rows: see the book's deviations page)."""
     mean, std = flat.mean(0), flat.std(0)
     if scaling == "drop_constant":
-        return mean, torch.where(std < 1e-6, torch.full_like(std, math.inf), std)
-    return mean, std.clamp_min(1e-6)
+        return mean, torch.where(std < FEATURE_STD_FLOOR, torch.full_like(std, math.inf), std)
+    return mean, std.clamp_min(FEATURE_STD_FLOOR)
 
 
 class BaseDetector:

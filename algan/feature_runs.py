@@ -21,7 +21,7 @@ import pandas as pd
 from . import paper, results
 from .config import profile as make_profile
 from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
-from .detector import ALGAN
+from .detector import ALGAN, FEATURE_STD_FLOOR
 from .models import feature_baselines as fb
 from .score import auroc
 
@@ -397,8 +397,8 @@ def constant_dimensions(*, seed: int = 0, categories=None, data_root=None) -> pd
     for category in adbench_categories(data_root) if categories is None else categories:
         split = load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
         train, test, y = split.train.x, split.test.x, split.test.y
-        const = train.std(0) < 1e-6
-        off = (np.abs(test[:, const] - train[0, const]) > 1e-6).sum(1)
+        const = train.std(0) < FEATURE_STD_FLOOR
+        off = (np.abs(test[:, const] - train[0, const]) > FEATURE_STD_FLOOR).sum(1)
         rows.append({"category": category, "constant dims": int(const.sum()),
                      "normal test rows off": (off[y == 0] > 0).mean(),
                      "anomalous test rows off": (off[y == 1] > 0).mean(), "AUROC of the off-count": auroc(y, off)})
