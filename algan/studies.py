@@ -178,6 +178,54 @@ def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SIGNIFICANT_SE = 2.0  # a difference of means counts as one from this many standard errors on
+
+
+def difference(a, b) -> str:
+    """Mean of `a` minus mean of `b` (rows with mean, std, seeds), in units of its standard error
+    (sqrt(std_a^2 / n_a + std_b^2 / n_b)), and whether that clears SIGNIFICANT_SE."""
+    d = a["mean"] - b["mean"]
+    se = math.sqrt(a["std"] ** 2 / a["seeds"] + b["std"] ** 2 / b["seeds"])
+    if not se > 0:  # nan with one seed, 0 with identical runs
+        return f"{d:+.3f} (no spread to judge it by)"
+    k = abs(d) / se
+    return f"{d:+.3f} ({k:.1f} SE: {'a difference' if k >= SIGNIFICANT_SE else 'within the spread over seeds'})"
+
+
+def hyperparameter_claims(summaries: dict) -> str:
+    """The paper's claims for Tables 8-11 checked against ours: `summaries` maps a study name to its
+    `study_summary`. Each comparison gives the difference of means and its size in standard errors."""
+    lines = []
+    for name, paper_peak, paper_low in (("sigma", 4.0, 2.0), ("n_z", 2, 1)):
+        if name not in summaries:
+            continue
+        s = summaries[name].set_index(name)
+        best = s["mean"].idxmax()
+        line = f"{name}: best here {best:g} ({cell(s.loc[best, 'mean'], s.loc[best, 'std'])})"
+        if paper_peak in s.index and best != paper_peak:
+            line += f"; the paper's peak {paper_peak:g} minus ours: {difference(s.loc[paper_peak], s.loc[best])}"
+        if paper_peak in s.index and paper_low in s.index:
+            line += (f"; the paper's low point {paper_low:g} minus {paper_peak:g}: "
+                     f"{difference(s.loc[paper_low], s.loc[paper_peak])}")
+        lines.append(line + ".")
+    if "alpha_xi" in summaries:
+        s = summaries["alpha_xi"].set_index(["alpha", "xi"])
+        best = s["mean"].idxmax()
+        line = f"alpha / xi: best here {best[0]:g} / {best[1]:g} ({cell(s.loc[best, 'mean'], s.loc[best, 'std'])})"
+        if (0.75, 0.75) in s.index and best != (0.75, 0.75):
+            line += f"; 0.75 / 0.75 (the paper's best) minus ours: {difference(s.loc[(0.75, 0.75)], s.loc[best])}"
+        if (0.25, 0.25) in s.index and (0.85, 0.85) in s.index:
+            line += (f"; 0.25 / 0.25 minus 0.85 / 0.85 (the paper: positive): "
+                     f"{difference(s.loc[(0.25, 0.25)], s.loc[(0.85, 0.85)])}")
+        lines.append(line + ".")
+    if "n_dis" in summaries and 2 in set(summaries["n_dis"]["n_dis"]):
+        s = summaries["n_dis"].set_index("n_dis")
+        others = [v for v in s.index if v > 2]
+        lines.append("n_dis (the paper: good from 2 on, slightly worse when very large): "
+                     + "; ".join(f"{v:g} minus 2: {difference(s.loc[v], s.loc[2])}" for v in others) + ".")
+    return "\n".join(lines)
+
+
 # ---- Figure 7: stability --------------------------------------------------------------------------
 def stability_histories(profile: str, seeds=None, data_root=None, runs_dir=None, executor: str = "local",
                         feature: bool = True) -> tuple[pd.DataFrame, str]:

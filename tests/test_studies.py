@@ -3,6 +3,7 @@ robustness run, on real bottle images at the smoke profile."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -90,3 +91,17 @@ def test_robustness_run_flags_and_ranks_each_group(data_root, tmp_path):
     assert examples.shape == (2, 8, 32, 32, 3) and examples.dtype == np.uint8
     assert (examples[0] != examples[1]).any(axis=(1, 2, 3)).all()  # every pasted image differs from its source
     assert math.isclose(m["flagged: normal test"], 0.05, abs_tol=0.25)
+
+
+def test_hyperparameter_claims_weigh_differences_by_their_standard_error():
+    def summary(key, means, std):
+        return pd.DataFrame({key: list(means), "seeds": 3, "mean": list(means.values()), "std": std})
+
+    n_dis = summary("n_dis", {1: 0.88, 2: 0.90, 4: 0.89, 8: 0.60}, 0.03)
+    text = studies.hyperparameter_claims({"n_dis": n_dis})
+    # 4 vs 2: 0.01 / sqrt(2 * 0.03^2 / 3) = 0.4 SE; 8 vs 2: 0.30 / 0.0245 = 12.2 SE
+    assert "4 minus 2: -0.010 (0.4 SE: within the spread over seeds)" in text
+    assert "8 minus 2: -0.300 (12.2 SE: a difference)" in text
+    sigma = summary("sigma", {2.0: 0.93, 3.0: 0.90, 4.0: 0.90, 5.0: 0.90}, 0.0)
+    text = studies.hyperparameter_claims({"sigma": sigma})
+    assert text.startswith("sigma: best here 2 (0.930 ± 0.000); the paper's peak 4 minus ours: -0.030 (no spread")
