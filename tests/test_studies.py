@@ -105,3 +105,15 @@ def test_hyperparameter_claims_weigh_differences_by_their_standard_error():
     sigma = summary("sigma", {2.0: 0.93, 3.0: 0.90, 4.0: 0.90, 5.0: 0.90}, 0.0)
     text = studies.hyperparameter_claims({"sigma": sigma})
     assert text.startswith("sigma: best here 2 (0.930 ± 0.000); the paper's peak 4 minus ours: -0.030 (no spread")
+
+
+def test_ablation_claims_per_data_set():
+    summary = pd.DataFrame({"dataset": "mvtec", "category": "bottle", "use_buffer": [False, True, False, True],
+                            "use_anomalous_latent": [False, False, True, True], "seeds": 3,
+                            "mean": [0.60, 0.62, 0.80, 0.90], "std": [0.10, 0.05, 0.03, 0.02]})
+    text = studies.ablation_claims(summary)
+    assert text.startswith("bottle: buffered data only minus neither: +0.020 (0.3 SE: within the spread")
+    assert "anomalous latent only minus neither: +0.200 (3.3 SE: a difference)" in text
+    assert "both minus the better single one (anomalous latent only): +0.100 (4.8 SE: a difference)" in text
+    assert text.endswith("smallest spread over seeds: both (0.020; both: 0.020, as the paper).")
+    assert studies.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
