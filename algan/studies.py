@@ -121,9 +121,9 @@ def ablation_table(summary: pd.DataFrame) -> pd.DataFrame:
         part = summary[(summary["use_buffer"] == buf) & (summary["use_anomalous_latent"] == anom)]
         for r in part.itertuples():
             row[f"{r.category} ({int(r.seeds)} seeds)"] = cell(r.mean, r.std)
-        row["paper (MVTec-AD mean)"] = paper_cells.get(name, single)
-        out.append(row)
-    return pd.DataFrame(out).fillna("-")
+        out.append({**row, "paper (MVTec-AD mean)": paper_cells.get(name, single)})
+    frame = pd.DataFrame(out).fillna("-")  # a data set missing from the first rows would follow the paper's column
+    return frame[[c for c in frame if not c.startswith("paper")] + ["paper (MVTec-AD mean)"]]
 
 
 def ablation_claims(summary: pd.DataFrame) -> str:

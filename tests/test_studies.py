@@ -117,3 +117,15 @@ def test_ablation_claims_per_data_set():
     assert "both minus the better single one (anomalous latent only): +0.100 (4.8 SE: a difference)" in text
     assert text.endswith("smallest spread over seeds: both (0.020; both: 0.020, as the paper).")
     assert studies.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
+
+
+def test_ablation_table_keeps_the_papers_column_last():
+    rows = [("bottle", b, a, 0.9) for b in (False, True) for a in (False, True)]
+    rows += [("mtd", b, a, 0.6) for b, a in ((True, False), (False, True), (True, True))]  # mtd lacks "neither"
+    summary = pd.DataFrame([{"dataset": "mvtec" if c == "bottle" else "mtd", "category": c, "use_buffer": b,
+                             "use_anomalous_latent": a, "seeds": 3, "mean": m, "std": 0.01} for c, b, a, m in rows])
+    table = studies.ablation_table(summary)
+    assert list(table.columns) == ["variant", "buffered data", "anomalous latent", "bottle (3 seeds)", "mtd (3 seeds)",
+                                   "paper (MVTec-AD mean)"]
+    assert list(table["mtd (3 seeds)"]) == ["-", "0.600 ± 0.010", "0.600 ± 0.010", "0.600 ± 0.010"]
+    assert table["paper (MVTec-AD mean)"].iloc[0] == "0.643 ± 0.097"
