@@ -129,7 +129,8 @@ def ablation_table(summary: pd.DataFrame) -> pd.DataFrame:
 def ablation_claims(summary: pd.DataFrame) -> str:
     """The paper: either component helps, both work best and reduce the variance. Checked per data set,
     each difference of means with its size in standard errors (`difference`)."""
-    lines = []
+    lines, gains = [], []
+    paper_gain = paper.TABLE7["both"][0] - paper.TABLE7["neither"][0]
     for (dataset, category), g in summary.groupby(["dataset", "category"], sort=False):
         v = g.set_index(["use_buffer", "use_anomalous_latent"])
         if len(v) < 4:
@@ -137,15 +138,22 @@ def ablation_claims(summary: pd.DataFrame) -> str:
         none, both = v.loc[(False, False)], v.loc[(True, True)]
         singles = [(True, False), (False, True)]
         better = max(singles, key=lambda k: v.loc[k, "mean"])
-        line = (f"{category}: " + "; ".join(f"{variant_label(k)} minus neither: {difference(v.loc[k], none)}"
-                                            for k in singles)
+        line = (f"{category}: both minus neither: {difference(both, none)} (the paper: {paper_gain:+.3f}); "
+                + "; ".join(f"{variant_label(k)} minus neither: {difference(v.loc[k], none)}" for k in singles)
                 + f"; both minus the better single one ({variant_label(better)}): {difference(both, v.loc[better])}")
         if v["std"].notna().all():
             least = v["std"].idxmin()
             line += (f"; smallest spread over seeds: {variant_label(least)} ({v.loc[least, 'std']:.3f}; both: "
                      f"{both['std']:.3f}, {'as' if least == (True, True) else 'unlike'} the paper)")
         lines.append(line + ".")
-    return "\n".join(lines) or "Not every variant has finished runs yet."
+        d, k = standard_errors(both, none)
+        gains.append(category if d > 0 and k >= SIGNIFICANT_SE else None)
+    if not lines:
+        return "Not every variant has finished runs yet."
+    found = [c for c in gains if c]
+    return "\n".join(lines + [f"Both beats neither by {SIGNIFICANT_SE:g} SE or more on {len(found)} of {len(gains)} "
+                              f"data sets{': ' + ', '.join(found) if found else ''} (the paper: {paper_gain:+.3f} over "
+                              f"the MVTec-AD mean)."])
 
 
 def variant_label(key) -> str:
@@ -180,14 +188,19 @@ def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
 SIGNIFICANT_SE = 2.0  # a difference of means counts as one from this many standard errors on
 
 
-def difference(a, b) -> str:
-    """Mean of `a` minus mean of `b` (rows with mean, std, seeds), in units of its standard error
-    (sqrt(std_a^2 / n_a + std_b^2 / n_b)), and whether that clears SIGNIFICANT_SE."""
+def standard_errors(a, b) -> tuple[float, float]:
+    """Mean of `a` minus mean of `b` (rows with mean, std, seeds) and its size in standard errors,
+    |d| / sqrt(std_a^2 / n_a + std_b^2 / n_b) (nan without a spread: one seed, or identical runs)."""
     d = a["mean"] - b["mean"]
     se = math.sqrt(a["std"] ** 2 / a["seeds"] + b["std"] ** 2 / b["seeds"])
-    if not se > 0:  # nan with one seed, 0 with identical runs
+    return d, abs(d) / se if se > 0 else math.nan
+
+
+def difference(a, b) -> str:
+    """`standard_errors` in words: whether the difference clears SIGNIFICANT_SE."""
+    d, k = standard_errors(a, b)
+    if math.isnan(k):
         return f"{d:+.3f} (no spread to judge it by)"
-    k = abs(d) / se
     return f"{d:+.3f} ({k:.1f} SE: {'a difference' if k >= SIGNIFICANT_SE else 'within the spread over seeds'})"
 
 

@@ -112,10 +112,13 @@ def test_ablation_claims_per_data_set():
                             "use_anomalous_latent": [False, False, True, True], "seeds": 3,
                             "mean": [0.60, 0.62, 0.80, 0.90], "std": [0.10, 0.05, 0.03, 0.02]})
     text = studies.ablation_claims(summary)
-    assert text.startswith("bottle: buffered data only minus neither: +0.020 (0.3 SE: within the spread")
+    assert text.startswith("bottle: both minus neither: +0.300 (5.1 SE: a difference) (the paper: +0.235); "
+                           "buffered data only minus neither: +0.020 (0.3 SE: within the spread")
     assert "anomalous latent only minus neither: +0.200 (3.3 SE: a difference)" in text
     assert "both minus the better single one (anomalous latent only): +0.100 (4.8 SE: a difference)" in text
-    assert text.endswith("smallest spread over seeds: both (0.020; both: 0.020, as the paper).")
+    assert "smallest spread over seeds: both (0.020; both: 0.020, as the paper)." in text
+    assert text.endswith("Both beats neither by 2 SE or more on 1 of 1 data sets: bottle (the paper: +0.235 over "
+                         "the MVTec-AD mean).")
     assert studies.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
 
 
