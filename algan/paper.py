@@ -63,6 +63,7 @@ TABLE8 = {"values": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0], "mean": [0.859, 0.932, 0.948
           "std": [0.058, 0.042, 0.024, 0.025, 0.033, 0.036], "note": "sigma values inferred (not printed)"}
 TABLE10 = {"values": [1, 2, 4, 8], "mean": [0.813, 0.948, 0.903, 0.874], "std": [0.121, 0.024, 0.035, 0.104],
            "note": "n_z values other than 2 are a guess (lost)"}
+HYPERPARAMETER_RUNS = 10  # runs per value in Tables 8-11
 TABLE9_TEXT = ("Table 9 body lost; text: best near alpha = xi = 0.75, and alpha = xi = 0.25 is better than "
                "alpha = xi = 0.85")
 TABLE11_TEXT = "Table 11 body lost; text: n_dis is good at 2 and above, slightly worse when very large"
