@@ -147,13 +147,15 @@ def ablation_claims(summary: pd.DataFrame) -> str:
                          f"{both['std']:.3f}, {'as' if least == (True, True) else 'unlike'} the paper)")
         lines.append(f"{category}:" + "".join("\n  " + part for part in parts))
         d, k = standard_errors(both, none)
-        gains.append(category if d > 0 and k >= SIGNIFICANT_SE else None)
+        gains.append((category, None if math.isnan(k) else d > 0 and k >= SIGNIFICANT_SE))
     if not lines:
         return "Not every variant has finished runs yet."
-    found = [c for c in gains if c]
+    found = [c for c, gain in gains if gain]
+    unjudged = sum(gain is None for _, gain in gains)
     return "\n".join(lines + [f"Both beats neither by {SIGNIFICANT_SE:g} SE or more on {len(found)} of {len(gains)} "
-                              f"data sets{': ' + ', '.join(found) if found else ''} (the paper: {paper_gain:+.3f} over "
-                              f"the MVTec-AD mean)."])
+                              f"data sets{': ' + ', '.join(found) if found else ''}"
+                              f"{f' ({unjudged} without a spread to judge by)' if unjudged else ''} (the paper: "
+                              f"{paper_gain:+.3f} over the MVTec-AD mean)."])
 
 
 def variant_label(key) -> str:
@@ -235,8 +237,9 @@ def hyperparameter_claims(summaries: dict) -> str:
         blocks.append(("alpha / xi", parts))
     if "n_dis" in summaries and 2 in set(summaries["n_dis"]["n_dis"]):
         s = summaries["n_dis"].set_index("n_dis")
-        blocks.append(("n_dis (the paper: good from 2 on, slightly worse when very large)",
-                       [f"{v:g} minus 2: {difference(s.loc[v], s.loc[2])}" for v in s.index if v > 2]))
+        parts = [f"{v:g} minus 2: {difference(s.loc[v], s.loc[2])}" for v in s.index if v > 2]
+        if parts:
+            blocks.append(("n_dis (the paper: good from 2 on, slightly worse when very large)", parts))
     return "\n".join(f"{title}:" + "".join("\n  " + part for part in parts) for title, parts in blocks)
 
 

@@ -28,7 +28,7 @@ def test_there_is_a_page_per_table_and_figure():
     assert {p.stem for p in NOTEBOOKS} == {"fig1_samples", "fig3_toy", "fig5_histograms", "readings",
                                            "table1_mvtec", "table2_features", "table3_mtd", "table4_coil100",
                                            "table5_speed", "fig7_stability", "table7_ablation",
-                                           "tables8_11_hyperparameters", "robustness"}
+                                           "tables8_11_hyperparameters", "robustness", "verdicts"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

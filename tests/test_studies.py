@@ -102,6 +102,7 @@ def test_hyperparameter_claims_weigh_differences_by_their_standard_error():
     # 4 vs 2: 0.01 / sqrt(2 * 0.03^2 / 3) = 0.4 SE; 8 vs 2: 0.30 / 0.0245 = 12.2 SE
     assert "4 minus 2: -0.010 (0.4 SE: within the spread over seeds)" in text
     assert "8 minus 2: -0.300 (12.2 SE: a difference)" in text
+    assert studies.hyperparameter_claims({"n_dis": n_dis[n_dis["n_dis"] <= 2]}) == ""  # nothing above 2 to compare
     sigma = summary("sigma", {2.0: 0.93, 3.0: 0.90, 4.0: 0.90, 5.0: 0.90}, 0.0)
     text = studies.hyperparameter_claims({"sigma": sigma})
     assert text.startswith("sigma:\n  best here: 2 (0.930 ± 0.000)\n  the paper's peak 4 minus ours: -0.030 (no spread")
@@ -123,6 +124,9 @@ def test_ablation_claims_per_data_set():
     assert text.endswith("Both beats neither by 2 SE or more on 1 of 1 data sets: bottle (the paper: +0.235 over "
                          "the MVTec-AD mean).")
     assert studies.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
+    one_seed = summary.assign(seeds=1, std=float("nan"))
+    assert studies.ablation_claims(one_seed).endswith("on 0 of 1 data sets (1 without a spread to judge by) "
+                                                      "(the paper: +0.235 over the MVTec-AD mean).")
 
 
 def test_ablation_table_keeps_the_papers_column_last():
