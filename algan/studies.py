@@ -31,8 +31,11 @@ HYPERPARAMETERS = {
     "n_dis": {"train.n_dis": [1, 2, 4, 8]},
 }
 ALPHA_XI = [0.25, 0.5, 0.75, 0.85]  # Table 9: the diagonal and both axes through 0.75
+# Beside Table 11: n_dis again with the non-saturating generator loss, to test whether the drop at large
+# n_dis is the saturating loss of Eq. (5) losing its gradient once D wins (not a table of the paper).
+N_DIS_NON_SATURATING = {"train.n_dis": HYPERPARAMETERS["n_dis"]["train.n_dis"], "train.generator_loss": "non_saturating"}
 STUDY_KEYS = {"sigma": ["sigma"], "n_z": ["n_z"], "n_dis": ["n_dis"], "alpha_xi": ["alpha", "xi"],
-              "ablation": ["use_buffer", "use_anomalous_latent"]}
+              "n_dis_non_saturating": ["n_dis", "generator_loss"], "ablation": ["use_buffer", "use_anomalous_latent"]}
 
 
 def present(dataset: str, data_root=None) -> list:
@@ -58,8 +61,11 @@ def hyperparameter_grid(name: str, profile: str, seeds=None) -> list[dict]:
     if name == "alpha_xi":
         return ([{**base, "train.alpha": v, "train.xi": v} for v in ALPHA_XI]
                 + [{**base, "train.alpha": ALPHA_XI, "train.xi": 0.75}, {**base, "train.alpha": 0.75, "train.xi": ALPHA_XI}])
+    if name == "n_dis_non_saturating":
+        return [{**base, **N_DIS_NON_SATURATING}]
     if name not in HYPERPARAMETERS:
-        raise ValueError(f"unknown hyperparameter study {name!r}: expected one of {sorted(HYPERPARAMETERS) + ['alpha_xi']}")
+        raise ValueError(f"unknown hyperparameter study {name!r}: expected one of "
+                         f"{sorted(HYPERPARAMETERS) + ['alpha_xi', 'n_dis_non_saturating']}")
     return [{**base, **HYPERPARAMETERS[name]}]
 
 
@@ -185,6 +191,24 @@ def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
             row["paper"] = cell(*ref.loc[value[0], ["mean", "std"]]) if value[0] in ref.index else "-"
         out.append(row)
     return pd.DataFrame(out)
+
+
+STALL_LOGIT = -math.log(999)  # D(x') < 0.001: the saturating loss's gradient is scaled by D(x') (Eq. 5)
+
+
+def generator_stall(history: pd.DataFrame, keys) -> pd.DataFrame:
+    """Per value of `keys` (columns of `history`, e.g. n_dis): in how many epochs D's mean logit on the
+    fake-normal data was below STALL_LOGIT (D(x') < 0.001, where the saturating generator loss of Eq. (5)
+    passes on almost no gradient), averaged over the runs, and the mean final validation AUROC."""
+    rows = []
+    for values, g in history.groupby(list(keys), sort=True):
+        per_run = g.groupby("run").agg(stalled=("d_fake_normal", lambda d: int((d < STALL_LOGIT).sum())),
+                                       epochs=("epoch", "max"),
+                                       final=("val_auroc", lambda v: v.dropna().iloc[-1] if v.notna().any() else math.nan))
+        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))), "runs": len(per_run),
+                     "epochs with D(x') < 0.001": per_run["stalled"].mean(), "of epochs": int(per_run["epochs"].max()),
+                     "final val AUROC": per_run["final"].mean()})
+    return pd.DataFrame(rows)
 
 
 SIGNIFICANT_SE = 2.0  # a difference of means counts as one from this many standard errors on
@@ -395,6 +419,7 @@ def robustness_table(runs: list[dict]) -> pd.DataFrame:
 
 def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:
     """Every study's grid, cheapest first (the hyperparameters on bottle, then the ablation with MTD)."""
-    grids = {name: hyperparameter_grid(name, profile, seeds) for name in ("sigma", "alpha_xi", "n_z", "n_dis")}
+    grids = {name: hyperparameter_grid(name, profile, seeds)
+             for name in ("sigma", "alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")}
     grids["ablation"] = ablation_grid(profile, seeds, data_root)
     return grids

@@ -139,3 +139,15 @@ def test_ablation_table_keeps_the_papers_column_last():
                                    "paper (MVTec-AD mean)"]
     assert list(table["mtd (3 seeds)"]) == ["-", "0.600 ± 0.010", "0.600 ± 0.010", "0.600 ± 0.010"]
     assert table["paper (MVTec-AD mean)"].iloc[0] == "0.643 ± 0.097"
+
+
+def test_generator_stall_counts_the_epochs_where_d_is_sure_of_the_fakes():
+    history = pd.DataFrame({"run": ["a"] * 4 + ["b"] * 4 + ["c"] * 4, "n_dis": [8] * 8 + [2] * 4,
+                            "epoch": [1, 2, 3, 4] * 3,
+                            "d_fake_normal": [-1.0, -8.0, -30.0, -6.0, -9.0, -9.0, -9.0, -9.0, 0.0, -1.0, -2.0, -3.0],
+                            "val_auroc": [np.nan, 0.6, np.nan, 0.7, np.nan, 0.5, np.nan, 0.5, np.nan, 0.8, np.nan, 0.9]})
+    stall = studies.generator_stall(history, ["n_dis"]).set_index("n_dis")
+    # -log(999) = -6.9: run a stalls in 2 epochs, run b in 4; n_dis = 2 never
+    assert stall.loc[8, "epochs with D(x') < 0.001"] == 3.0 and stall.loc[2, "epochs with D(x') < 0.001"] == 0
+    assert stall.loc[8, "final val AUROC"] == pytest.approx(0.6) and stall.loc[2, "final val AUROC"] == 0.9
+    assert (stall["of epochs"] == 4).all() and list(stall["runs"]) == [1, 2]
