@@ -14,6 +14,7 @@ methods the extraction of the training set at the measured batched rate.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -115,6 +116,7 @@ class PeakMemory:
             return math.nan
 
     def __enter__(self) -> "PeakMemory":
+        gc.collect()  # garbage of earlier work, freed inside the block, would hide what the block allocates
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device) / 2 ** 20
