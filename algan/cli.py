@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("studies", help="run the grids of the studies pages (Tables 7-11) through the sweep runner")
     u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     u.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
-    u.add_argument("--only", nargs="+", help="some of: sigma alpha_xi n_z n_dis ablation")
+    u.add_argument("--only", nargs="+", help="some of: sigma alpha_xi n_z n_dis n_dis_non_saturating ablation")
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
     u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")
     u.add_argument("--data-root", help="default: $ALGAN_DATA")
