@@ -65,8 +65,8 @@ FEATURE_STD_FLOOR = 1e-6  # below it a training dimension counts as constant
 
 def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension (mean, std) of training features (N, D) for standardisation. The std is floored
-    at 1e-6; with `scaling="drop_constant"` a dimension below the floor gets std = inf instead, so
-    it is 0 after scaling whatever its value (ADBench's ResNet-18 features have 172-402 of 512
+    at FEATURE_STD_FLOOR; with `scaling="drop_constant"` a dimension below the floor gets std = inf
+    instead, so it is 0 after scaling whatever its value (ADBench's ResNet-18 features have 172-402 of 512
     dimensions constant over a category's training rows: see the book's deviations page)."""
     mean, std = flat.mean(0), flat.std(0)
     if scaling == "drop_constant":
