@@ -40,11 +40,11 @@ def cmd_train(args) -> int:
     overrides = _overrides(args.set)
     if args.dataset == "features":
         data = load_features(args.path, seed=args.seed)
-        cfg = profile(args.profile, kind="feature", **overrides)
+        cfg = profile(args.profile, kind="feature", reading=args.reading, **overrides)
         fit = dict(X_val=data.val.x, y_val=data.val.y)
         x_train, x_test = data.train.x, data.test.x
     else:
-        cfg = profile(args.profile, **overrides)
+        cfg = profile(args.profile, reading=args.reading, **overrides)
         root = args.path if args.dataset == "folder" else args.data_root
         data = load_dataset(args.dataset, root, category=args.category, image_size=cfg.model.image_size,
                             seed=args.seed)
@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", help="data root holding mvtec/, mtd/, coil-100/ (default: $ALGAN_DATA)")
     t.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--reading", default="literal",
+                   help="reading of the paper's ambiguous text, algan.config.READINGS: literal (default) or active")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.sigma=5")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")

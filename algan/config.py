@@ -13,12 +13,21 @@ from typing import Any
 
 LATENT_SCHEDULES = ("literal", "per_batch")
 GENERATOR_LOSSES = ("saturating", "non_saturating")
-FAKE_BN_STATS = ("batch", "running")
+FAKE_BN_STATS = ("running", "batch", "separate")
 FEATURE_SCALINGS = ("standardise", "drop_constant")
+FAKE_CHANNELS = ("free", "derived")
+BUFFER_SIZES = ("batch", "data")
+BUFFER_UPDATES = ("per_batch", "per_epoch")
+LAST_BATCHES = ("keep", "drop")
+ROTATE_FILLS = ("black", "reflection", "border")
 
 # Settings added after runs were cached, with the value those runs used: a stored run that lacks
 # one of them is still current when the setting is at this value (results.cached_run).
-ADDED_SETTINGS: dict[tuple[str, str], Any] = {("model", "feature_scaling"): "standardise"}
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {
+    ("model", "feature_scaling"): "standardise", ("model", "fake_channels"): "free",
+    ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
+    ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black",
+}
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,17 @@ class ModelConfig:
     feature_scaling: str = "standardise"  # the paper is silent. "standardise": training mean / std
                                     # per dimension, std floored at 1e-6; "drop_constant": the same,
                                     # but dimensions constant over the training rows are set to 0
+    fake_channels: str = "free"     # the paper is silent. "free": G emits all `channels` (image + max +
+                                    # mean) independently; "derived": G emits the image channels only and
+                                    # the max/mean channels are computed from its output, as for real images
 
     def __post_init__(self):
         if self.kind not in ("image", "feature"):
             raise ValueError(f"model.kind={self.kind!r}: expected 'image' or 'feature'")
         if self.feature_scaling not in FEATURE_SCALINGS:
             raise ValueError(f"model.feature_scaling={self.feature_scaling!r}: expected one of {FEATURE_SCALINGS}")
+        if self.fake_channels not in FAKE_CHANNELS:
+            raise ValueError(f"model.fake_channels={self.fake_channels!r}: expected one of {FAKE_CHANNELS}")
         if self.kind == "image":
             size = self.image_size
             if size < 16 or size & (size - 1):
@@ -69,6 +83,13 @@ class TrainConfig:
     n_dis: int = 2                  # Alg. 1 line 8: discriminator updates per data batch
     buffer_factor: int = 2          # Sec. IV-A-1: "The buffer holds twice the batch size"
     buffer_replace: float = 0.5     # Sec. IV-A-1: "half of which is randomly replaced"
+    buffer_size: str = "batch"      # what buffer_factor multiplies. "batch": Sec. IV-A-1, "The buffer holds
+                                    # twice the batch size"; "data": Sec. III-A, "The buffer size is twice as
+                                    # large as the training data"
+    buffer_update: str = "per_batch"  # "per_batch": Alg. 1 line 18, "Buffer <- x'" after every data batch;
+                                      # "per_epoch": Sec. III-A, "in each epoch, a portion of the old buffer
+                                      # is replaced with newly generated data" (the epoch's x' replace
+                                      # buffer_replace of it once, at the end of the epoch)
     eval_every: int = 8             # Sec. IV-C: validated every eight epochs, best AUROC kept
     use_buffer: bool = True         # Table 7 ablation switch: buffered data x^
     use_anomalous_latent: bool = True  # Table 7 ablation switch: fake-anomalous data from z_a
@@ -80,7 +101,15 @@ class TrainConfig:
                                     # "running" uses the running statistics of the G steps, which see
                                     # normal latents only, so z_a keeps its larger spread; "batch"
                                     # normalises over the mixed z_d batch (one G call in train mode),
-                                    # which squeezes x'_n and lets D reject x' by batch statistics alone
+                                    # which squeezes x'_n and lets D reject x' by batch statistics alone;
+                                    # "separate": one train-mode call for z_n and one for z_a, each
+                                    # normalised by its own batch (removes sigma at G's first batch norm)
+    last_batch: str = "keep"        # the paper is silent. "keep": the last, smaller batch of an epoch is
+                                    # trained on (bottle: 209 = 13 x 16 + 1 gives a 1-image batch);
+                                    # "drop": it is left out (a new random order every epoch)
+    rotate_fill: str = "black"      # Sec. IV-B-5 names random rotation, not what fills the corners it
+                                    # uncovers. "black": -1 (black corners that no test image has);
+                                    # "reflection" / "border": mirrored / edge pixels (grid_sample's modes)
     threshold_fpr: float = 0.05     # Eq. (8) leaves the threshold to the user: we pick it at this
                                     # false-positive rate on normal validation scores only
 
@@ -91,6 +120,10 @@ class TrainConfig:
             raise ValueError(f"train.generator_loss={self.generator_loss!r}: expected one of {GENERATOR_LOSSES}")
         if self.fake_bn_stats not in FAKE_BN_STATS:
             raise ValueError(f"train.fake_bn_stats={self.fake_bn_stats!r}: expected one of {FAKE_BN_STATS}")
+        for name, allowed in (("buffer_size", BUFFER_SIZES), ("buffer_update", BUFFER_UPDATES),
+                              ("last_batch", LAST_BATCHES), ("rotate_fill", ROTATE_FILLS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name}={getattr(self, name)!r}: expected one of {allowed}")
         for name in ("alpha", "xi", "buffer_replace"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -168,11 +201,51 @@ FEATURE_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def profile(name: str, kind: str = "image", **overrides: Any) -> ALGANConfig:
-    """The named profile for ALGAN-image (kind="image") or ALGAN-feature (kind="feature")."""
+# Readings of Algorithm 1 and Sec. III-A / IV-A where the text is ambiguous or silent, by name. "literal"
+# is the printed text read most literally (the defaults above); "active" is the reading in which the
+# two pseudo-anomaly mechanisms carry D's gradient (chosen on validation AUROC and training
+# diagnostics only: the book's readings page). A reading is a set of overrides, so its runs are the
+# same cache entries as the same keys set one by one.
+READINGS: dict[str, dict[str, Any]] = {
+    "literal": {},
+    "active": {
+        "train.buffer_size": "data", "train.buffer_update": "per_epoch",   # Sec. III-A's buffer
+        "train.fake_bn_stats": "batch",                                    # one G call on z_d (Alg. 1 line 9)
+        "model.fake_channels": "derived",                                  # fakes get real images' channel step
+        "train.rotate_fill": "reflection", "train.last_batch": "drop",     # no artefact, no 1-image batch
+    },
+}
+IMAGE_ONLY = frozenset({"model.fake_channels", "train.rotate_fill"})
+
+
+def reading_overrides(name: str, kind: str = "image") -> dict[str, Any]:
+    """The overrides of a named reading (READINGS); keys that only concern images are left out for features."""
+    if name not in READINGS:
+        raise ValueError(f"unknown reading {name!r}: expected one of {sorted(READINGS)}")
+    return {k: v for k, v in READINGS[name].items() if kind == "image" or k not in IMAGE_ONLY}
+
+
+def reading_of(config: dict[str, Any]) -> str:
+    """The name of the reading a resolved config (ALGANConfig.to_dict()) follows, else "custom"."""
+    defaults = ALGANConfig().to_dict()
+    value = lambda c, key: c[key.split(".")[0]].get(key.split(".")[1], ADDED_SETTINGS.get(tuple(key.split("."))))  # noqa: E731
+    keys = {k for r in READINGS.values() for k in r}
+    for name, changes in sorted(READINGS.items(), key=lambda item: -len(item[1])):
+        wanted = {k: changes.get(k, value(defaults, k)) for k in keys}
+        if config.get("model", {}).get("kind") == "feature":
+            wanted = {k: v for k, v in wanted.items() if k not in IMAGE_ONLY}
+        if all(value(config, k) == v for k, v in wanted.items()):
+            return name
+    return "custom"
+
+
+def profile(name: str, kind: str = "image", reading: str = "literal", **overrides: Any) -> ALGANConfig:
+    """The named profile for ALGAN-image (kind="image") or ALGAN-feature (kind="feature"), under a named
+    reading of the paper (READINGS); explicit overrides win over both."""
     table = PROFILES if kind == "image" else FEATURE_PROFILES
     if kind not in ("image", "feature"):
         raise ValueError(f"kind={kind!r}: expected 'image' or 'feature'")
     if name not in table:
         raise ValueError(f"unknown profile {name!r}: expected one of {sorted(table)}")
-    return ALGANConfig(profile=name).override(**table[name]).override(**overrides)
+    return (ALGANConfig(profile=name).override(**table[name]).override(**reading_overrides(reading, kind))
+            .override(**overrides))

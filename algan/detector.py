@@ -128,7 +128,7 @@ class ALGAN(BaseDetector):
         result = train_algan(
             self.generator, self.discriminator, self._stored(x), self.config.train,
             latent_dim=self.config.model.latent_dim, seed=self.seed, augment=augment,
-            prepare=self._prepare, x_val=None if x_val is None else self._stored(x_val),
+            prepare=self._prepare, prepare_fake=self._prepare_fake, x_val=None if x_val is None else self._stored(x_val),
             y_val=None if y_val is None else np.asarray(y_val), val_views=views, device=self.device,
             progress=self.progress)
         self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc
@@ -169,6 +169,12 @@ class ALGAN(BaseDetector):
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return prepare_image(self.config, x) if self.config.model.kind == "image" else x
 
+    def _prepare_fake(self, x: torch.Tensor) -> torch.Tensor:
+        """G's output as D's input: with model.fake_channels="derived" G emits the image channels only
+        and the max/mean channels are computed from them, as for real images."""
+        m = self.config.model
+        return prepare_image(self.config, x) if m.kind == "image" and m.fake_channels == "derived" else x
+
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         m = self.config.model
         if m.kind == "image":
@@ -190,16 +196,37 @@ class ALGAN(BaseDetector):
 
     @torch.inference_mode()
     def generate(self, n: int, *, anomalous: bool = False, seed: int = 0) -> torch.Tensor:
-        """Fake-normal (z ~ N(0, I)) or fake-anomalous (z ~ N(0, sigma^2 I)) samples from G, eval mode."""
+        """Fake-normal (z ~ N(0, I)) or fake-anomalous (z ~ N(0, sigma^2 I)) samples from G, eval mode, as D
+        sees them (images with their max/mean channels when the model has them)."""
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.config.model.latent_dim, generator=gen)
         if anomalous:
             z = z * self.config.train.sigma
         self.generator.eval()
-        out = self.generator(z.to(self.device)).cpu()
+        out = self._prepare_fake(self.generator(z.to(self.device))).cpu()
         if self.config.model.kind == "feature":  # dropped (constant) dimensions get their training value
             out = torch.where(self.feature_std.isinf(), self.feature_mean, out * self.feature_std + self.feature_mean)
         return out
+
+    @torch.inference_mode()
+    def training_fakes(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x'_n, x'_a), n of each, made as D saw them in training (Alg. 1 line 9 under
+        `train.fake_bn_stats`): a latent batch mixed at alpha, through a copy of G (its running statistics
+        stay as they are). With "running" statistics this is `generate` for both kinds."""
+        import copy
+
+        from .train import make_fakes, sample_latents
+
+        t = self.config.train
+        if self.config.model.kind == "feature":
+            raise ValueError("training_fakes is for image models; use generate() for feature models")
+        total = max(t.batch_size, math.ceil(n / (1 - t.alpha)), math.ceil(n / t.alpha))
+        z, is_anom = sample_latents(total, self.config.model.latent_dim, t.alpha, t.sigma,
+                                    torch.Generator().manual_seed(seed))
+        G = copy.deepcopy(self.generator)
+        out = self._prepare_fake(make_fakes(G, z.to(self.device), is_anom.to(self.device), int(is_anom.sum()),
+                                            t.fake_bn_stats)).cpu()
+        return out[~is_anom][:n], out[is_anom][:n]
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

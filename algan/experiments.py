@@ -209,13 +209,13 @@ def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
 
 # ---- figures ---------------------------------------------------------------------------------
 def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
-    """Figure 1's material: a row of fake-normal and a row of fake-anomalous images, as a PNG."""
+    """Figure 1's material: a row of fake-normal and a row of fake-anomalous images, made as D saw them in
+    training (`ALGAN.training_fakes`: the reading's batch-norm statistics), as a PNG."""
     from PIL import Image
 
     rows = []
-    for anomalous in (False, True):
-        x = det.generate(n, anomalous=anomalous, seed=seed)      # (n, C, H, W) in [-1, 1]
-        channels = x.shape[1] - 2 * det.config.model.extra_channels
+    for x in det.training_fakes(n, seed=seed):                  # (n, C, H, W) in [-1, 1]
+        channels = det.config.model.channels - 2 * det.config.model.extra_channels
         x = x[:, :channels].clamp(-1, 1)                          # drop the max/mean channels
         x = x.expand(-1, 3, -1, -1) if channels == 1 else x
         rows.append(torch.cat(list(x), dim=2))                    # (3, H, n W)

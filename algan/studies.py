@@ -375,11 +375,11 @@ def run_robustness(profile: str = "cpu", seed: int = 0, *, sigmas=(5.0, 6.0, 7.0
         normal = splits.test.x[splits.test.y == 0]
         groups = {"normal test": det.decision_function(normal),
                   "real anomalies (test)": det.decision_function(splits.test.x[splits.test.y == 1])}
-        for sigma in sigmas:  # D sees G's output as in training: the max/mean channels are G's own
+        for sigma in sigmas:  # D sees G's output as in training (the model's max/mean channel rule)
             z = torch.randn(n_fake, det.config.model.latent_dim, generator=gen) * sigma
             with torch.inference_mode():
                 det.generator.eval()
-                fakes = det.generator(z.to(det.device))
+                fakes = det._prepare_fake(det.generator(z.to(det.device)))
             groups[f"fake-anomalous, sigma = {sigma:g}"] = discriminator_scores(det.discriminator, fakes,
                                                                                device=det.device)
         pasted = cutpaste(normal, gen)
@@ -417,9 +417,25 @@ def robustness_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# The readings sweep: the literal reading and the Sec. III-A buffer + channel step + fill + full batches
+# ("active") under each way of making x' for D (train.fake_bn_stats), on bottle first, then MTD.
+READING_CANDIDATES = {"literal": {"reading": "literal"},
+                      **{f"active, {bn} BN": {"reading": "active", "train.fake_bn_stats": bn}
+                         for bn in ("batch", "running", "separate")}}
+
+
+def readings_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
+    """Every candidate reading on MVTec bottle, then on MTD (where present): ALGAN-image, the profile's seeds."""
+    base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds))}
+    data = ([{"dataset": "mvtec", "category": "bottle"}] if "bottle" in present("mvtec", data_root) else []) + (
+        [{"dataset": "mtd"}] if present("mtd", data_root) else [])
+    return [{**base, **d, **c} for d in data for c in READING_CANDIDATES.values()]
+
+
 def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:
     """Every study's grid, cheapest first (the hyperparameters on bottle, then the ablation with MTD)."""
-    grids = {name: hyperparameter_grid(name, profile, seeds)
-             for name in ("sigma", "alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")}
+    grids = {"readings": readings_grid(profile, seeds, data_root)}
+    grids.update({name: hyperparameter_grid(name, profile, seeds)
+                  for name in ("sigma", "alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")})
     grids["ablation"] = ablation_grid(profile, seeds, data_root)
     return grids

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Optional
 import pandas as pd
 
 from . import experiments, feature_runs, results
-from .config import PROFILES, ModelConfig, TrainConfig, profile as make_profile
+from .config import PROFILES, READINGS, ModelConfig, TrainConfig, profile as make_profile, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, resolve_root
 from .data.common import require_dir
 
@@ -39,7 +39,7 @@ FEATURE_PREFIX = "feature:"
 IMAGE_DATASETS = ("mvtec", "mtd", "coil100")
 FEATURE_SOURCES = ("adbench",) + feature_runs.IMAGE_SOURCES
 WITH_CATEGORIES = ("mvtec", "adbench")
-RUN_KEYS = ("method", "dataset", "category", "seed", "profile")
+RUN_KEYS = ("method", "dataset", "category", "seed", "profile", "reading")
 REQUIRED_KEYS = ("method", "dataset", "seed", "profile")
 METHODS = tuple(experiments.METHODS) + tuple(FEATURE_PREFIX + m for m in feature_runs.METHODS)
 # Methods set up by algan.config; the others (kNN, the feature baselines) take no config keys.
@@ -125,10 +125,13 @@ def _expand_one(grid, data_root) -> Iterator[RunSpec]:
     categories = {d: _categories(d, axes.get("category"), data_root) for d in datasets}
     config_keys = [k for k in axes if k in CONFIG_TYPES]
     for method, dataset in itertools.product(axes["method"], datasets):
+        kind = "feature" if method.startswith(FEATURE_PREFIX) else "image"
         for category in categories[dataset]:
-            for profile, *values, seed in itertools.product(axes["profile"], *(axes[k] for k in config_keys),
-                                                            axes["seed"]):
-                yield make_spec(method, dataset, category, profile, seed, dict(zip(config_keys, values)))
+            for profile, reading, *values, seed in itertools.product(
+                    axes["profile"], axes.get("reading", ["literal"]), *(axes[k] for k in config_keys), axes["seed"]):
+                # a reading is a set of config keys; keys the grid names win over it
+                overrides = {**reading_overrides(reading, kind), **dict(zip(config_keys, values))}
+                yield make_spec(method, dataset, category, profile, seed, overrides)
 
 
 def _values(key: str, value) -> list:
@@ -143,6 +146,7 @@ def _values(key: str, value) -> list:
             expected = kind.__name__
         else:
             known = {"method": METHODS, "dataset": IMAGE_DATASETS + ("adbench",), "profile": tuple(PROFILES),
+                     "reading": tuple(READINGS),
                      "category": MVTEC_CATEGORIES + ("all",)}.get(key)
             ok = (isinstance(v, int) and not isinstance(v, bool)) if key == "seed" else v in known
             expected = "an integer" if key == "seed" else f"one of {list(known)}"

@@ -73,32 +73,41 @@ class LatentSchedule:
 
 
 class Buffer:
-    """Fakes from earlier steps (x^). Capacity 2x batch; each push replaces half of it at random."""
+    """Fakes from earlier steps (x^), each with its birth: the number of G updates made before it.
+
+    Capacity `buffer_factor` x the batch (Sec. IV-A-1) or x the training set (Sec. III-A); each push
+    fills it up first, then replaces `replace_fraction` of it (at most the pushed count) at random.
+    """
 
     def __init__(self, capacity: int, replace_fraction: float, gen: torch.Generator):
         self.capacity, self.replace_fraction, self.gen = capacity, replace_fraction, gen
         self.x: Optional[torch.Tensor] = None
         self.is_anomalous: Optional[torch.Tensor] = None
+        self.birth: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return 0 if self.x is None else len(self.x)
 
-    def push(self, x: torch.Tensor, is_anomalous: torch.Tensor) -> None:
+    def push(self, x: torch.Tensor, is_anomalous: torch.Tensor, birth: int | torch.Tensor = 0) -> None:
+        """Store fakes x (B, ...) made after `birth` G updates (one count, or one per row)."""
         x, is_anomalous = x.detach(), is_anomalous.to(x.device)
+        born = (birth.to(x.device) if isinstance(birth, torch.Tensor)
+                else torch.full((len(x),), birth, dtype=torch.long, device=x.device))
         if self.x is None or len(self.x) < self.capacity:  # fill up first
-            self.x = x if self.x is None else torch.cat([self.x, x])[: self.capacity]
-            self.is_anomalous = (is_anomalous if self.is_anomalous is None
-                                 else torch.cat([self.is_anomalous, is_anomalous])[: self.capacity])
+            cat = lambda old, new: new[: self.capacity] if old is None else torch.cat([old, new])[: self.capacity]  # noqa: E731
+            self.x, self.is_anomalous, self.birth = cat(self.x, x), cat(self.is_anomalous, is_anomalous), cat(self.birth, born)
             return
         n_new = min(len(x), int(round(self.replace_fraction * self.capacity)))
         slots = torch.randperm(self.capacity, generator=self.gen)[:n_new].to(x.device)
         pick = torch.randperm(len(x), generator=self.gen)[:n_new].to(x.device)
         self.x[slots] = x[pick]
         self.is_anomalous[slots] = is_anomalous[pick]
+        self.birth[slots] = born[pick]
 
     def sample(self, n: int):
+        """(x^, is_anomalous, birth) of n draws with replacement."""
         idx = torch.randint(len(self), (n,), generator=self.gen).to(self.x.device)
-        return self.x[idx], self.is_anomalous[idx]
+        return self.x[idx], self.is_anomalous[idx], self.birth[idx]
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +126,36 @@ def discriminator_loss(real, fake_n, fake_a, buf_n=None, buf_a=None, *, alpha: f
     normal = xi * _fake_term(fake_n) + (1 - xi) * _fake_term(buf_n)
     anomalous = xi * _fake_term(fake_a) + (1 - xi) * _fake_term(buf_a)
     return F.softplus(-real).mean() + alpha * normal + (1 - alpha) * anomalous
+
+
+TERMS = ("real", "fake_normal", "fake_anomalous", "buf_normal", "buf_anomalous")
+
+
+def discriminator_terms(real, fake_n, fake_a, buf_n=None, buf_a=None, *, alpha: float, xi: float) -> dict:
+    """The five weighted terms of `discriminator_loss`, by name (their sum is the loss)."""
+    if buf_n is None:
+        xi = 1.0
+        buf_n = buf_a = real.new_zeros(0)
+    return {"real": F.softplus(-real).mean(), "fake_normal": alpha * xi * _fake_term(fake_n),
+            "fake_anomalous": (1 - alpha) * xi * _fake_term(fake_a),
+            "buf_normal": alpha * (1 - xi) * _fake_term(buf_n), "buf_anomalous": (1 - alpha) * (1 - xi) * _fake_term(buf_a)}
+
+
+def gradient_shares(terms: dict, params: list) -> dict:
+    """Each term's share of the summed gradient norms ||d term / d phi|| over D's parameters: which terms
+    D learns from. Terms without samples (or without a path to the parameters) get 0."""
+    norms = {}
+    for name, term in terms.items():
+        if not term.requires_grad:
+            norms[name] = 0.0
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        norms[name] = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+    total = sum(norms.values())
+    return {name: (n / total if total > 0 else float("nan")) for name, n in norms.items()}
+
+
+SATURATED_LOGIT = float(np.log(1e-3 / (1 - 1e-3)))  # D(x) < 1e-3: the term's gradient is < 1e-3 of its maximum
 
 
 def generator_loss(fake_logits: torch.Tensor, form: str) -> torch.Tensor:
@@ -147,6 +186,7 @@ def train_algan(
     seed: int = 0,
     augment: Optional[Augment] = None,
     prepare: Optional[Transform] = None,
+    prepare_fake: Optional[Transform] = None,
     x_val: Optional[torch.Tensor] = None,
     y_val: Optional[np.ndarray] = None,
     val_views: int = 1,
@@ -156,24 +196,32 @@ def train_algan(
     """Train G and D on normal data `x_train` (N, ...) by Algorithm 1; select D on validation AUROC.
 
     `augment(x, gen)` randomises a training batch; `prepare(x)` maps stored samples to model input
-    (e.g. appends the max/mean channels). Validation, if given, runs every `cfg.eval_every` epochs
+    (e.g. appends the max/mean channels); `prepare_fake(x)` does the same for G's output (identity
+    when G emits every model channel). Validation, if given, runs every `cfg.eval_every` epochs
     and on the last one; the test split is never seen here. With `val_views` > 1, x_val holds that
     many consecutive views (e.g. rotations) per validation sample and a sample's score is their mean.
+
+    The history has, per epoch, the mechanism diagnostics: D's mean logit on each kind of data, the
+    share of x'_a (and x'_n) that D rejects with D(x) < 1e-3, each loss term's share of D's gradient
+    norm (measured on the first D step of every validation epoch, `gradient_shares`), and the age in
+    G updates of the buffered samples D saw.
     """
-    if len(x_train) == 0:
-        raise ValueError("x_train has 0 samples: expected at least one normal training sample")
+    n_batches = check_batches(len(x_train), cfg)  # m in Alg. 1
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     prepare = prepare or (lambda x: x)
+    prepare_fake = prepare_fake or (lambda x: x)
     G, D = generator.to(device), discriminator.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    d_params = [p for p in D.parameters() if p.requires_grad]
     x_train = x_train.to(device)
-    n_batches = (len(x_train) + cfg.batch_size - 1) // cfg.batch_size  # m in Alg. 1
     latents = LatentSchedule(cfg, latent_dim, n_batches, gen)
-    buffer = Buffer(cfg.buffer_factor * cfg.batch_size, cfg.buffer_replace, gen)
+    capacity = cfg.buffer_factor * (cfg.batch_size if cfg.buffer_size == "batch" else len(x_train))
+    buffer = Buffer(capacity, cfg.buffer_replace, gen)
     alpha = cfg.alpha if cfg.use_anomalous_latent else 1.0
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
+    g_updates = 0
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
     bar = tqdm(range(1, cfg.epochs + 1), desc="ALGAN", disable=not progress, leave=False)
@@ -181,49 +229,62 @@ def train_algan(
         start = time.perf_counter()
         G.train(); D.train()
         latents.maybe_resample(epoch)                                     # lines 2-5
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake_normal": 0.0, "d_fake_anomalous": 0.0}
+        stats = _EpochStats()
+        measure = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        shares = {}
+        pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []     # per_epoch buffer updates
         order = torch.randperm(len(x_train), generator=gen).to(device)
         for j in range(n_batches):                                        # line 6
             x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]  # line 7: (B, ...)
             if augment is not None:
-                x = augment(x, gen)
+                x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
             x = prepare(x)
             (z_d, is_anom), z_g = latents.for_batch(j)
+            n_anom = int(is_anom.sum())
             z_d, is_anom, z_g = z_d.to(device), is_anom.to(device), z_g.to(device)
             use_buffer = cfg.use_buffer and epoch > 1 and len(buffer) > 0
             # line 9 sits inside the k loop, but G does not change there, so x' is the same for
             # every k: compute it once. (B, ...)
             with torch.no_grad():
-                G.train(cfg.fake_bn_stats == "batch")
-                x_fake = G(z_d)                                           # line 9: x' = {x'_n, x'_a}
-                G.train()
-            for _ in range(cfg.n_dis):                                    # line 8
+                x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))  # line 9: x'
+            for k in range(cfg.n_dis):                                    # line 8
                 # ---- D step: maximise Eq. (6) = minimise its negative ----
                 real_logits, fake_logits = D(x), D(x_fake)
                 buf = {}
                 if use_buffer:                                            # lines 10-15
-                    x_buf, buf_anom = buffer.sample(cfg.batch_size)      # line 13
+                    x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
                     buf_logits = D(x_buf)
                     buf = {"buf_n": buf_logits[~buf_anom], "buf_a": buf_logits[buf_anom]}
+                    stats.add_buffer(buf_logits, buf_anom, g_updates - born)
                 loss_d = discriminator_loss(real_logits, fake_logits[~is_anom], fake_logits[is_anom],
                                             **buf, alpha=alpha, xi=cfg.xi)
+                if measure and j == 0 and k == 0:
+                    shares = gradient_shares(discriminator_terms(
+                        real_logits, fake_logits[~is_anom], fake_logits[is_anom], **buf, alpha=alpha, xi=cfg.xi),
+                        d_params)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()                                              # line 16
-            if cfg.use_buffer:
-                buffer.push(x_fake, is_anom)                              # line 18
+                stats.add_d(loss_d, real_logits, fake_logits, is_anom, n_anom)
+            if cfg.use_buffer:                                            # line 18
+                if cfg.buffer_update == "per_batch":
+                    buffer.push(x_fake, is_anom, g_updates)
+                else:
+                    pending.append((x_fake, is_anom, g_updates))
             # ---- G step: Eq. (5), normal latents only ----
-            g_logits = D(G(z_g))                                          # line 19
+            g_logits = D(prepare_fake(G(z_g)))                            # line 19
             loss_g = generator_loss(g_logits, cfg.generator_loss)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()                                                  # line 20
-            sums["loss_d"] += loss_d.item()
-            sums["loss_g"] += loss_g.item()
-            sums["d_real"] += real_logits.mean().item()
-            sums["d_fake_normal"] += fake_logits[~is_anom].mean().item() if (~is_anom).any() else 0.0
-            sums["d_fake_anomalous"] += fake_logits[is_anom].mean().item() if is_anom.any() else float("nan")
-        row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": float("nan")}
+            g_updates += 1
+            stats.add_g(loss_g)
+        if pending:  # Sec. III-A: once per epoch, a portion of the buffer is replaced by this epoch's fakes
+            births = torch.cat([torch.full((len(p[0]),), p[2], dtype=torch.long) for p in pending])
+            buffer.push(torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending]), births)
+        row = {"epoch": epoch, **stats.row(n_batches, cfg.n_dis), "g_updates": g_updates,
+               **{f"grad_share_{name}": shares.get(name, float("nan")) for name in TERMS},
+               "val_auroc": float("nan")}
         if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
             row["val_auroc"] = last_auc = auroc(y_val, scores)
@@ -239,6 +300,90 @@ def train_algan(
     G.load_state_dict(best_state["generator"])
     D.load_state_dict(best_state["discriminator"])
     return TrainResult(pd.DataFrame(rows), best_epoch, float(best_auc), best_state)
+
+
+def check_batches(n: int, cfg: TrainConfig) -> int:
+    """m in Alg. 1: the number of batches per epoch; one-line errors for data too small to train on."""
+    if n == 0:
+        raise ValueError("x_train has 0 samples: expected at least one normal training sample")
+    if cfg.last_batch == "drop":
+        if n < cfg.batch_size:
+            raise ValueError(f"train.last_batch='drop' needs at least train.batch_size={cfg.batch_size} training "
+                             f"samples, got {n}: use train.last_batch='keep' or a smaller batch")
+        return n // cfg.batch_size
+    return (n + cfg.batch_size - 1) // cfg.batch_size
+
+
+def make_fakes(G: nn.Module, z: torch.Tensor, is_anom: torch.Tensor, n_anom: int, bn_stats: str) -> torch.Tensor:
+    """x' = G(z_d) for D (Alg. 1 line 9) with G's batch norm as `train.fake_bn_stats` says; G ends in train mode.
+
+    "running": eval-mode statistics; "batch": one train-mode call on the mixed batch; "separate": one
+    train-mode call per kind of latent (rows stay in z's order)."""
+    if bn_stats == "separate" and 0 < n_anom < len(z):
+        parts = {}
+        for key, rows in (("n", ~is_anom), ("a", is_anom)):
+            G.train(True)
+            parts[key] = G(z[rows])
+        out = parts["n"].new_empty((len(z), *parts["n"].shape[1:]))
+        out[~is_anom], out[is_anom] = parts["n"], parts["a"]
+        return out
+    G.train(bn_stats != "running")
+    out = G(z)
+    G.train()
+    return out
+
+
+class _EpochStats:
+    """Per-epoch sums of the losses and diagnostics, kept as tensors: one host sync per epoch, not per step."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.ages: list[torch.Tensor] = []
+
+    def _add(self, name: str, value) -> None:
+        value = value.detach().double() if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
+        self.sums[name] = self.sums[name] + value.to(self.sums[name].device) if name in self.sums else value
+
+    def add_d(self, loss_d, real_logits, fake_logits, is_anom, n_anom: int) -> None:
+        self._add("loss_d", loss_d)
+        self._add("d_real", real_logits.mean())
+        n_normal = len(is_anom) - n_anom
+        if n_normal:
+            fn = fake_logits[~is_anom]
+            self._add("d_fake_normal", fn.mean())
+            self._add("sat_fake_normal", (fn < SATURATED_LOGIT).double().mean())
+            self._add("n_steps_normal", 1.0)
+        if n_anom:
+            fa = fake_logits[is_anom]
+            self._add("d_fake_anomalous", fa.mean())
+            self._add("sat_fake_anomalous", (fa < SATURATED_LOGIT).double().mean())
+            self._add("n_steps_anomalous", 1.0)
+
+    def add_buffer(self, buf_logits, buf_anom, ages) -> None:
+        self._add("d_buf_sum_normal", buf_logits[~buf_anom].double().sum())
+        self._add("d_buf_sum_anomalous", buf_logits[buf_anom].double().sum())
+        self._add("n_buf_normal", (~buf_anom).double().sum())
+        self._add("n_buf_anomalous", buf_anom.double().sum())
+        self.ages.append(ages)
+
+    def add_g(self, loss_g) -> None:
+        self._add("loss_g", loss_g)
+
+    def row(self, n_batches: int, n_dis: int) -> dict:
+        v = {k: float(t) for k, t in self.sums.items()}   # the epoch's one host sync
+        nan = float("nan")
+        per = lambda name, count: v[name] / v[count] if v.get(count) else nan  # noqa: E731
+        steps = n_batches * n_dis
+        ages = torch.cat(self.ages).double() if self.ages else None
+        return {"loss_d": v["loss_d"] / steps, "loss_g": v["loss_g"] / n_batches, "d_real": v["d_real"] / steps,
+                "d_fake_normal": per("d_fake_normal", "n_steps_normal"),
+                "d_fake_anomalous": per("d_fake_anomalous", "n_steps_anomalous"),
+                "d_buf_normal": per("d_buf_sum_normal", "n_buf_normal"),
+                "d_buf_anomalous": per("d_buf_sum_anomalous", "n_buf_anomalous"),
+                "sat_fake_normal": per("sat_fake_normal", "n_steps_normal"),
+                "sat_fake_anomalous": per("sat_fake_anomalous", "n_steps_anomalous"),
+                "buffer_age_mean": float(ages.mean()) if ages is not None else nan,
+                "buffer_age_median": float(ages.median()) if ages is not None else nan}
 
 
 def _snapshot(G: nn.Module, D: nn.Module) -> dict:

@@ -46,7 +46,7 @@ def test_buffer_capacity_and_half_replacement():
     changed = (buf.x != before).any(1)
     assert int(changed.sum()) == 4 and bool((buf.x[changed] == 7).all())
     assert not buf.is_anomalous[changed].any()  # the kind travels with the sample
-    x, kind = buf.sample(16)
+    x, kind, _ = buf.sample(16)
     assert x.shape == (16, 2) and kind.shape == (16,)
 
 

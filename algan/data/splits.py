@@ -94,9 +94,10 @@ class Splits:
         """Channels the model sees: base channels, plus max and mean channels for ALGAN-image on MVTec-AD."""
         return self.channels + (2 if self.extra_channels else 0)
 
-    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Batch augmentation of base-channel images, by this category's row of AUGMENTATIONS."""
-        return augment(x, self.augmentations, generator)
+    def augment(self, x: torch.Tensor, generator: torch.Generator, fill: str = "black") -> torch.Tensor:
+        """Batch augmentation of base-channel images, by this category's row of AUGMENTATIONS; `fill`
+        is what rotation puts in the corners it uncovers (train.rotate_fill)."""
+        return augment(x, self.augmentations, generator, fill)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Model input from base-channel images: adds the extra channels where this data set uses them."""

@@ -43,18 +43,24 @@ def add_extra_channels(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
 
 
-def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each (B, C, H, W) image by its angle, counter-clockwise as displayed (bilinear); uncovered corners become -1 (black)."""
+FILLS = {"black": "zeros", "reflection": "reflection", "border": "border"}  # train.rotate_fill -> grid_sample
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor, fill: str = "black") -> torch.Tensor:
+    """Rotate each (B, C, H, W) image by its angle, counter-clockwise as displayed (bilinear). The corners
+    it uncovers become -1 (`fill="black"`), the mirrored image ("reflection") or its edge pixels ("border")."""
+    if fill not in FILLS:
+        raise ValueError(f"rotation fill {fill!r}: expected one of {tuple(FILLS)} (train.rotate_fill)")
     rad = degrees.to(device=x.device, dtype=torch.float32) * (math.pi / 180.0)
     cos, sin = torch.cos(rad), torch.sin(rad)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Shift to [0, 2] so grid_sample's zero padding means black (-1) after shifting back.
-    return F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+    return F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode=FILLS[fill], align_corners=False) - 1.0
 
 
-def augment(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator, fill: str = "black") -> torch.Tensor:
     """Random per-sample augmentation of a batch; each op draws B uniforms from the CPU generator, in table order."""
     unknown = [op for op in ops if op not in OPS]
     if unknown:
@@ -71,5 +77,5 @@ def augment(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator) -> 
         elif op == "vflip":
             x = torch.where((u < 0.5).view(b, 1, 1, 1), x.flip(-2), x)
         else:
-            x = rotate(x, u * 360.0 - 180.0)
+            x = rotate(x, u * 360.0 - 180.0, fill)
     return x

@@ -26,6 +26,14 @@ def _widths(base: int, n_layers: int, max_mult: int) -> list[int]:
     return [base * min(2**i, max_mult) for i in range(n_layers - 1)]
 
 
+def generated_channels(cfg: ModelConfig) -> int:
+    """G's output channels: every model channel ("free"), or the image channels only when the max/mean
+    channels are derived from its output as for real images (model.fake_channels="derived")."""
+    if cfg.fake_channels == "derived" and cfg.extra_channels:
+        return cfg.channels - 2
+    return cfg.channels
+
+
 class ImageGenerator(nn.Module):
     """G: z (B, latent) -> image (B, C, S, S) in [-1, 1]."""
 
@@ -39,7 +47,7 @@ class ImageGenerator(nn.Module):
         ]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]  # no BN on output
+        layers += [nn.ConvTranspose2d(widths[-1], generated_channels(cfg), 4, 2, 1), nn.Tanh()]  # no BN on output
         self.net = nn.Sequential(*layers)
         self.latent_dim = cfg.latent_dim
 

@@ -36,7 +36,7 @@ from .. import results
 from ..config import ALGANConfig, TrainConfig, profile as make_profile
 from ..detector import BaseDetector, as_tensor, check_image_input, image_config_for, prepare_image
 from ..score import auroc
-from ..train import Augment, TrainResult
+from ..train import Augment, TrainResult, check_batches
 from .algan_nets import ImageDiscriminator, _dcgan_init, _widths, n_conv_layers
 
 Step = Callable[[torch.Tensor, torch.Generator], dict[str, float]]
@@ -135,7 +135,7 @@ def fit_adversarial(
     gen = torch.Generator().manual_seed(seed)
     prepare = prepare or (lambda x: x)
     x_train = x_train.to(device)
-    n_batches = (len(x_train) + cfg.batch_size - 1) // cfg.batch_size
+    n_batches = check_batches(len(x_train), cfg)
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, math.nan
@@ -148,7 +148,7 @@ def fit_adversarial(
         for j in range(n_batches):
             x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]   # (B, C, H, W)
             if augment is not None:
-                x = augment(x, gen)
+                x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
             for name, value in step(prepare(x), gen).items():
                 sums[name] = sums.get(name, 0.0) + value
         row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": math.nan}
