@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from . import paper, results
-from .config import ALGANConfig, PROFILES, profile as make_profile
+from .config import ALGANConfig, PROFILES, profile as make_profile, reading_of, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
 from .detector import ALGAN
 from .models.alocc import ALOCC
@@ -67,6 +67,21 @@ METHODS: dict[str, Callable] = {"algan": partial(fit_estimator, ALGAN), "knn": f
                                 "alocc": partial(fit_estimator, ALOCC)}
 METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)", "ganomaly": "GANomaly",
                  "skip_ganomaly": "Skip-GANomaly", "alocc": "ALOCC"}
+READING_TAGS = ("active",)  # readings other than "literal" that a table shows as methods of their own
+
+
+def tag_readings(tidy: pd.DataFrame) -> pd.DataFrame:
+    """`method` becomes "algan [active]" on rows run under a reading of READING_TAGS."""
+    if "reading" not in tidy or not tidy["reading"].isin(READING_TAGS).any():
+        return tidy
+    return tidy.assign(method=[f"{m} [{r}]" if r in READING_TAGS else m for m, r in zip(tidy["method"], tidy["reading"])])
+
+
+def method_label(method: str) -> str:
+    """"algan" -> "ALGAN-image"; "algan [active]" -> "ALGAN-image (active reading)"."""
+    base, _, tag = method.partition(" [")
+    label = METHOD_LABELS.get(base, base)
+    return f"{label} ({tag.rstrip(']')} reading)" if tag else label
 
 
 def image_run_args(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
@@ -143,7 +158,8 @@ def tidy_rows(run: dict[str, Any], metrics: Iterable[str] = ("test_auroc", "val_
     base = {"dataset": a["dataset"], "category": a["category"] or a["dataset"], "method": a["method"],
             "seed": a["seed"], "profile": a["profile"], "device": cfg["device"], "commit": cfg["commit"],
             "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"),
-            "run": cfg["hash"], "split_hash": m.get("split_hash")}
+            "run": cfg["hash"], "split_hash": m.get("split_hash"),
+            "reading": reading_of(cfg["resolved"]) if cfg.get("resolved") else "none (no config)"}
     return [{**base, "metric": k, "value": m[k]} for k in metrics if k in m]
 
 
@@ -154,11 +170,26 @@ def missing_row(dataset: str, category: Optional[str], method: str, profile: str
 
 def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, methods=("algan", "knn"),
                       categories=None, data_root=None, runs_dir=None, overrides=None,
-                      progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
+                      progress: bool = True, save_as: Optional[str] = None,
+                      also: Optional[dict] = None) -> pd.DataFrame:
     """Tables 1 / 3 / 4: test AUROC of each method per category and seed (tidy rows).
 
+    `also` = {reading name: methods} adds those methods' runs under another reading of the paper
+    (algan.config.READINGS); the rows' `reading` column tells them apart (`method_label` shows it).
     A data set absent from the data root gives one `missing_data` row with the reason, not an error.
     """
+    if also:
+        frames = [image_auroc_table(dataset, profile=profile, seeds=seeds, methods=methods, categories=categories,
+                                    data_root=data_root, runs_dir=runs_dir, overrides=overrides, progress=progress)]
+        for name, more in also.items():
+            frames.append(image_auroc_table(dataset, profile=profile, seeds=seeds, methods=more,
+                                            categories=categories, data_root=data_root, runs_dir=runs_dir,
+                                            overrides={**reading_overrides(name), **(overrides or {})},
+                                            progress=progress))
+        frame = pd.concat(frames, ignore_index=True)
+        if save_as:
+            save_results(frame, save_as, profile)
+        return frame
     from tqdm import tqdm
 
     seeds = default_seeds(profile, seeds)
@@ -189,15 +220,26 @@ def summarize(tidy: pd.DataFrame, metric: str = "test_auroc") -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=["dataset", "category", "method", "seeds", "mean", "std", "paper_mean",
                                      "paper_std", "difference", "paper_source"])
+    rows = tag_readings(rows)  # runs under another reading: rows of their own
     out = (rows.groupby(["dataset", "category", "method"], sort=False)["value"]
            .agg(seeds="count", mean="mean", std="std").reset_index())
-    ref = [paper.image_auroc(d, c) if m == "algan" else {"mean": np.nan, "std": np.nan, "source": ""}
+    ref = [paper.image_auroc(d, c) if m.split(" [")[0] == "algan" else {"mean": np.nan, "std": np.nan, "source": ""}
            for d, c, m in zip(out["dataset"], out["category"], out["method"])]
     out["paper_mean"] = [r["mean"] for r in ref]
     out["paper_std"] = [r["std"] for r in ref]
     out["difference"] = out["mean"] - out["paper_mean"]
     out["paper_source"] = [r["source"] for r in ref]
     return out
+
+
+def interval(mean: float, std: float, n: int, level: float = 0.95) -> str:
+    """The `level` confidence interval of a mean over n seeds (Student's t), as "[lo, hi]"; "-" below 2 seeds."""
+    from scipy import stats
+
+    if n is None or n < 2 or pd.isna(std):
+        return "-"
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n)
+    return f"[{mean - half:.3f}, {mean + half:.3f}]"
 
 
 def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
@@ -225,16 +267,18 @@ def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
 
 
 def figure1_samples(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
-                    dataset: str = "mvtec", category: str = "bottle") -> pd.DataFrame:
-    """Figure 1: fake-normal (top row) vs fake-anomalous (bottom row) images of ALGAN-image runs."""
+                    dataset: str = "mvtec", category: str = "bottle", readings=("literal",)) -> pd.DataFrame:
+    """Figure 1: fake-normal (top row) vs fake-anomalous (bottom row) images of ALGAN-image runs, per
+    reading of the paper (algan.config.READINGS) and seed."""
     rows = []
-    for seed in default_seeds(profile, seeds):
-        try:
-            run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
-                            data_root=data_root, runs_dir=runs_dir)
-        except DataError as err:
-            return pd.DataFrame([missing_row(dataset, category, "algan", profile, err)])
-        rows.append({**tidy_rows(run, ["test_auroc"])[0], "samples": str(run["folder"] / "samples.png")})
+    for name in readings:
+        for seed in default_seeds(profile, seeds):
+            try:
+                run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
+                                overrides=reading_overrides(name) or None, data_root=data_root, runs_dir=runs_dir)
+            except DataError as err:
+                return pd.DataFrame([missing_row(dataset, category, "algan", profile, err)])
+            rows.append({**tidy_rows(run, ["test_auroc"])[0], "samples": str(run["folder"] / "samples.png")})
     return pd.DataFrame(rows)
 
 
@@ -303,7 +347,7 @@ def readings_table(*, profile: str = "smoke", seeds=None, dataset: str = "mvtec"
         tidy = image_auroc_table(dataset, profile=profile, seeds=seeds, methods=("algan",), categories=[category],
                                  data_root=data_root,
                                  runs_dir=runs_dir, overrides=overrides or None, progress=progress)
-        frames.append(tidy.assign(reading=name))
+        frames.append(tidy.assign(reading=name))  # the variant's name, not algan.config's reading
     frame = pd.concat(frames, ignore_index=True)
     if save_as:
         save_results(frame, save_as, profile)
@@ -352,7 +396,7 @@ def provenance_summary(frame: pd.DataFrame, runs_dir=None, labels: Optional[dict
 
 
 TIDY_COLUMNS = ("dataset", "category", "method", "seed", "profile", "device", "commit", "finished_utc",
-                "wall_seconds", "run", "split_hash", "metric", "value")
+                "wall_seconds", "run", "split_hash", "reading", "metric", "value")
 
 
 def split_missing(tidy: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, list[str]]:
@@ -374,7 +418,7 @@ def auroc_table(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:
         return f"{mean:.3f}" if pd.isna(std) or (n is not None and n < 2) else f"{mean:.3f} ± {std:.3f}"
 
     key = ["dataset", "category"]
-    s = summary.assign(column=[METHOD_LABELS.get(v, v) if by == "method" else v for v in summary[by]],
+    s = summary.assign(column=[method_label(v) if by == "method" else v for v in summary[by]],
                        cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
     table = s.pivot(index=key, columns="column", values="cell")[list(dict.fromkeys(s["column"]))]
     table.insert(0, "seeds", s.groupby(key, sort=False)["seeds"].max())
@@ -393,7 +437,8 @@ def run_histories(tidy: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
     root = Path(runs_dir or results.default_runs_dir())
     runs = tidy.dropna(subset=["run"]).drop_duplicates("run") if "run" in tidy else tidy.iloc[:0]
     frames = [pd.read_csv(root / r.run / "history.csv").assign(dataset=r.dataset, category=r.category,
-                                                              method=r.method, seed=int(r.seed), run=r.run)
+                                                              method=r.method, seed=int(r.seed), run=r.run,
+                                                              reading=getattr(r, "reading", None))
               for r in runs.itertuples() if (root / r.run / "history.csv").is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "val_auroc", "dataset", "category", "method", "seed", "run"])
@@ -404,7 +449,7 @@ def below_reference(summary: pd.DataFrame, reference: str = "knn") -> str:
     ref = summary[summary["method"] == reference].set_index(["dataset", "category"])["mean"]
     if ref.empty:
         return "No reference row on this page."
-    below = [f"{METHOD_LABELS.get(r.method, r.method)} on {r.category} ({r.mean:.3f} vs {ref[(r.dataset, r.category)]:.3f})"
+    below = [f"{method_label(r.method)} on {r.category} ({r.mean:.3f} vs {ref[(r.dataset, r.category)]:.3f})"
              for r in summary[summary["method"] != reference].itertuples()
              if (r.dataset, r.category) in ref.index and r.mean < ref[(r.dataset, r.category)]]
     label = METHOD_LABELS.get(reference, reference)
@@ -435,7 +480,7 @@ def near_perfect(summary: pd.DataFrame, level: float = 0.95) -> str:
     """One sentence checking the paper's COIL-100 claim ("all methods almost perfect") on our runs."""
     if summary.empty:
         return "No runs on this page."
-    label = lambda m: METHOD_LABELS.get(m, m)  # noqa: E731
+    label = method_label
     hits = [f"{label(r.method)} ({r.mean:.3f})" for r in summary.itertuples() if r.mean >= level]
     misses = [f"{label(r.method)} ({r.mean:.3f})" for r in summary.itertuples() if r.mean < level]
     return (f"Mean test AUROC at or above {level}: {', '.join(hits) or 'none'}; below it: "

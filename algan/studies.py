@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from . import feature_runs, paper, results
-from .config import profile as make_profile
+from .config import ADDED_SETTINGS, READINGS, profile as make_profile, reading_of
 from .data import DataError
 from .experiments import (GAN_BASELINES, METHOD_LABELS, categories_present, default_device, default_seeds,
                           fit_estimator, run_histories, run_image, tidy_rows)
@@ -46,10 +46,11 @@ def present(dataset: str, data_root=None) -> list:
         return []
 
 
-def ablation_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
-    """Table 7: the four variants on every MVTec-AD category under the data root and on MTD."""
+def ablation_grid(profile: str, seeds=None, data_root=None, readings=("literal", "active")) -> list[dict]:
+    """Table 7: the four variants on every MVTec-AD category under the data root and on MTD, under each
+    reading of the paper (algan.config.READINGS)."""
     base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds)),
-            "train.use_buffer": [True, False], "train.use_anomalous_latent": [True, False]}
+            "reading": list(readings), "train.use_buffer": [True, False], "train.use_anomalous_latent": [True, False]}
     grids = [{**base, "dataset": "mvtec", "category": "all"}] if present("mvtec", data_root) else []
     return grids + ([{**base, "dataset": "mtd"}] if present("mtd", data_root) else [])
 
@@ -430,6 +431,78 @@ def readings_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
     data = ([{"dataset": "mvtec", "category": "bottle"}] if "bottle" in present("mvtec", data_root) else []) + (
         [{"dataset": "mtd"}] if present("mtd", data_root) else [])
     return [{**base, **d, **c} for d in data for c in READING_CANDIDATES.values()]
+
+
+def candidate_of(resolved: dict) -> str:
+    """The READING_CANDIDATES name a run's resolved settings follow, else the config's reading name."""
+    for name, spec in READING_CANDIDATES.items():
+        over = {k: v for k, v in spec.items() if k != "reading"}
+        want = make_profile(resolved.get("profile", "cpu"), reading=spec["reading"], **over).to_dict()
+        keys = {k for c in READING_CANDIDATES.values() for k in c if k != "reading"} | set(READINGS["active"])
+        if all(_setting(resolved, k) == _setting(want, k) for k in keys):
+            return name
+    return reading_of(resolved)
+
+
+def _setting(config: dict, key: str):
+    section, name = key.split(".")
+    return config.get(section, {}).get(name, ADDED_SETTINGS.get((section, name)))
+
+
+READING_STUDY_KEYS = ["fake_bn_stats", "buffer_size", "buffer_update", "last_batch", "rotate_fill"]
+
+
+def readings_study(profile: str, seeds=None, data_root=None, runs_dir=None, executor: str = "local", workers=None):
+    """(tidy rows of the readings sweep with a `reading` column, the sweep's summary lines)."""
+    tidy, lines = run_study(readings_grid(profile, seeds, data_root), READING_STUDY_KEYS, data_root=data_root,
+                            runs_dir=runs_dir, executor=executor, workers=workers)
+    if not tidy.empty:
+        root = Path(runs_dir or results.default_runs_dir())
+        names = {r: candidate_of(results.load_run(root / r)["config"]["resolved"]) for r in tidy["run"].unique()}
+        tidy["reading"] = tidy["run"].map(names)
+    return tidy, lines
+
+
+# What "active" means for a reading's diagnostics (the readings page and the issue that asked for them):
+# measured over the second half of training, per data set, as the mean over seeds.
+ACTIVE_RULE = {"d_fake_anomalous": -6.0, "grad_share_fake_anomalous": 0.05, "grad_share_buffer": 0.05,
+               "buffer_age_epochs": 1.0}
+RULE_LABELS = {"d_fake_anomalous": "x'_a logit > -6", "grad_share_fake_anomalous": "x'_a gradient > 5 %",
+               "grad_share_buffer": "buffer gradient > 5 %", "buffer_age_epochs": "buffer age > 1 epoch"}
+
+
+def mechanism_diagnostics(history: pd.DataFrame) -> pd.DataFrame:
+    """Per run (dataset, reading, seed): the second half of training's mean of each diagnostic; the buffer's
+    median age in epochs (G updates / updates per epoch) and the buffered terms' summed gradient share."""
+    h = history.copy()
+    h["grad_share_buffer"] = h["grad_share_buf_normal"] + h["grad_share_buf_anomalous"]
+    per_epoch = h.groupby("run")["g_updates"].transform(lambda g: g.diff().median())
+    h["buffer_age_epochs"] = h["buffer_age_median"] / per_epoch
+    h = h[h["epoch"] > h.groupby("run")["epoch"].transform("max") / 2]
+    cols = ["d_real", "d_fake_normal", "d_fake_anomalous", "d_buf_normal", "d_buf_anomalous", "sat_fake_anomalous",
+            "grad_share_real", "grad_share_fake_normal", "grad_share_fake_anomalous", "grad_share_buffer",
+            "buffer_age_epochs"]
+    return h.groupby(["dataset", "reading", "seed", "run"], sort=False)[cols].mean().reset_index()
+
+
+def choose_reading(tidy: pd.DataFrame, diagnostics: pd.DataFrame) -> tuple[Optional[str], pd.DataFrame]:
+    """The reading chosen on validation AUROC and diagnostics only (the test split is not read): among the
+    readings that meet ACTIVE_RULE on every data set, the best mean validation AUROC over data sets and seeds.
+    Returns (name or None, one row per reading with the checks)."""
+    val = tidy[tidy["metric"] == "val_auroc"].groupby(["reading", "dataset"])["value"].mean().unstack()
+    d = diagnostics.groupby(["reading", "dataset"])[list(ACTIVE_RULE)].mean()
+    rows = []
+    for name in val.index:
+        ran = d.loc[name] if name in d.index.get_level_values(0) else d.iloc[:0]
+        complete = set(ran.index) == set(val.columns) and val.loc[name].notna().all()  # every data set
+        checks = {RULE_LABELS[k]: bool(complete and (ran[k] > v).all()) for k, v in ACTIVE_RULE.items()}
+        rows.append({"reading": name, "mean val AUROC": float(val.loc[name].mean()),
+                     **{f"val AUROC {ds}": float(val.loc[name, ds]) for ds in val.columns},
+                     "every data set run": bool(complete), **checks, "active": all(checks.values())})
+    table = pd.DataFrame(rows)
+    ok = table[table["active"]] if not table.empty else table
+    name = None if ok.empty else str(ok.sort_values("mean val AUROC", ascending=False)["reading"].iloc[0])
+    return name, table
 
 
 def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:

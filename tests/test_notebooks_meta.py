@@ -17,7 +17,7 @@ STUDY = {"executor": "local", "workers": None}  # the studies pages run their gr
 EXTRA_PARAMETERS = {"table2_features": {"sources": None},  # a page's own parameters, beside the common ones
                     "table5_speed": {"batch": None, "reps": None, "device": None},
                     "fig7_stability": STUDY, "table7_ablation": STUDY, "tables8_11_hyperparameters": STUDY,
-                    "robustness": STUDY}
+                    "robustness": STUDY, "readings": STUDY}
 
 
 def load(path: Path) -> dict:

@@ -27,11 +27,31 @@ def test_grids_share_their_default_point_with_the_tables():
         studies.hyperparameter_grid("beta", "smoke")
 
 
-def test_ablation_grid_has_four_variants_per_data_set(data_root):
+def test_ablation_grid_has_four_variants_per_data_set_and_reading(data_root):
     specs = studies.expand_grid(studies.ablation_grid("smoke", data_root=data_root), data_root=data_root)
     variants = {(s.kwargs["dataset"], tuple(sorted(s.kwargs["overrides"].items()))) for s in specs}
     datasets = {s.kwargs["dataset"] for s in specs}
-    assert len(variants) == 4 * len(datasets) and "mvtec" in datasets
+    assert len(variants) == 4 * 2 * len(datasets) and "mvtec" in datasets
+    active = [s for s in specs if s.kwargs["overrides"].get("train.buffer_size") == "data"]
+    assert len(active) == len(specs) // 2  # the active reading's keys travel in the run's overrides
+    literal = studies.expand_grid(studies.ablation_grid("smoke", data_root=data_root, readings=("literal",)),
+                                  data_root=data_root)
+    assert {s.hash for s in literal} <= {s.hash for s in specs}  # the literal runs keep their cache entries
+
+
+def test_reading_candidates_and_the_choice():
+    tidy = pd.DataFrame([{"reading": r, "dataset": d, "metric": "val_auroc", "value": v}
+                         for r, v in (("literal", 0.9), ("a", 0.8), ("b", 0.7)) for d in ("mvtec", "mtd")])
+    diag = pd.DataFrame([{"reading": r, "dataset": d, "d_fake_anomalous": x, "grad_share_fake_anomalous": 0.2,
+                          "grad_share_buffer": 0.2, "buffer_age_epochs": age}
+                         for r, x, age in (("literal", -12.0, 0.1), ("a", -3.0, 2.0), ("b", -2.0, 3.0))
+                         for d in ("mvtec", "mtd")])
+    name, table = studies.choose_reading(tidy, diag)
+    assert name == "a"  # the best validation AUROC among the active readings; literal fails the rule
+    assert not table.set_index("reading").loc["literal", "active"]
+    # a reading without runs on every data set is not eligible
+    name, table = studies.choose_reading(tidy, diag[~((diag["reading"] == "a") & (diag["dataset"] == "mtd"))])
+    assert name == "b" and not table.set_index("reading").loc["a", "every data set run"]
 
 
 def test_cutpaste_geometry_stays_within_the_stated_bounds():
