@@ -305,10 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--runs-dir", help="run cache (default: $ALGAN_RUNS or results/runs)")
     w.set_defaults(func=cmd_sweep)
 
-    u = sub.add_parser("studies", help="run the grids of the studies pages (Tables 7-11) through the sweep runner")
+    u = sub.add_parser("studies", help="run the grids of the readings page and the studies pages (Tables 7-11) "
+                                       "through the sweep runner")
     u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     u.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
-    u.add_argument("--only", nargs="+", help="some of: sigma alpha_xi n_z n_dis n_dis_non_saturating ablation")
+    u.add_argument("--only", nargs="+", help="some of: readings sigma alpha_xi n_z n_dis n_dis_non_saturating ablation")
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
     u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")
     u.add_argument("--data-root", help="default: $ALGAN_DATA")

@@ -174,18 +174,31 @@ def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, metho
                       also: Optional[dict] = None) -> pd.DataFrame:
     """Tables 1 / 3 / 4: test AUROC of each method per category and seed (tidy rows).
 
-    `also` = {reading name: methods} adds those methods' runs under another reading of the paper
-    (algan.config.READINGS); the rows' `reading` column tells them apart (`method_label` shows it).
-    A data set absent from the data root gives one `missing_data` row with the reason, not an error.
+    `also` = {reading name: methods} adds those methods' *finished* runs under another reading of the
+    paper (algan.config.READINGS; the readings sweep, `algan studies --only readings`, makes them); the
+    rows' `reading` column tells them apart (`method_label` shows it), and a `missing_data` row counts
+    the runs not made yet. A data set absent from the data root gives one `missing_data` row with the
+    reason, not an error.
     """
     if also:
         frames = [image_auroc_table(dataset, profile=profile, seeds=seeds, methods=methods, categories=categories,
                                     data_root=data_root, runs_dir=runs_dir, overrides=overrides, progress=progress)]
+        cats = categories if categories is not None else [c for c in dict.fromkeys(frames[0]["category"])]
         for name, more in also.items():
-            frames.append(image_auroc_table(dataset, profile=profile, seeds=seeds, methods=more,
-                                            categories=categories, data_root=data_root, runs_dir=runs_dir,
-                                            overrides={**reading_overrides(name), **(overrides or {})},
-                                            progress=progress))
+            extra = {**reading_overrides(name), **(overrides or {})}
+            jobs = [(m, c, s) for m in more for c in cats for s in default_seeds(profile, seeds)]
+            done = [j for j in jobs if results.is_done(results.run_dir(image_run_args(
+                j[0], dataset, None if dataset != "mvtec" else j[1], profile, j[2], extra), runs_dir))]
+            rows = []
+            for method, category, seed in done:
+                rows += tidy_rows(run_image(method, dataset, category=None if dataset != "mvtec" else category,
+                                            profile=profile, seed=seed, overrides=extra, data_root=data_root,
+                                            runs_dir=runs_dir))
+            if len(done) < len(jobs):
+                rows.append({**missing_row(dataset, None, ",".join(more), profile, ValueError(
+                    f"{name} reading: {len(jobs) - len(done)} of {len(jobs)} runs not made yet "
+                    "(algan studies --only readings makes them)")), "category": dataset})
+            frames.append(pd.DataFrame(rows))
         frame = pd.concat(frames, ignore_index=True)
         if save_as:
             save_results(frame, save_as, profile)

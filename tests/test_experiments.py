@@ -66,6 +66,24 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     assert summary.paper_mean.iloc[0] == 0.948  # Tables 8/10, bottle at the defaults
 
 
+def test_a_table_shows_another_reading_from_finished_runs_only(tmp_path, data_root):
+    kw = dict(profile="smoke", categories=["bottle"], data_root=data_root, runs_dir=tmp_path, progress=False,
+              methods=("algan",), also={"active": ("algan",)})
+    before = experiments.image_auroc_table("mvtec", **kw)
+    assert len(list(tmp_path.iterdir())) == 1  # the table trains the literal run, not the active one
+    assert "1 of 1 runs not made yet" in before.loc[before.metric == "missing_data", "note"].iloc[0]
+    experiments.run_image("algan", "mvtec", category="bottle", profile="smoke", data_root=data_root,
+                          runs_dir=tmp_path, overrides=experiments.reading_overrides("active"))
+    after = experiments.image_auroc_table("mvtec", **kw)
+    assert "missing_data" not in set(after.metric)
+    assert set(after.reading) == {"literal", "active"}
+    summary = experiments.summarize(after)
+    assert set(summary.method) == {"algan", "algan [active]"}
+    assert experiments.method_label("algan [active]") == "ALGAN-image (active reading)"
+    table = experiments.auroc_table(summary)
+    assert "ALGAN-image (active reading)" in table.columns and "ALGAN-image (active reading) − paper" in table.columns
+
+
 def test_missing_data_set_is_one_row_not_a_traceback(tmp_path):
     (tmp_path / "root").mkdir()
     tidy = experiments.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",
