@@ -203,16 +203,16 @@ def cmd_studies(args) -> int:
     unknown = sorted(set(names) - set(grids))
     if unknown:
         raise ValueError(f"unknown study {unknown}: expected some of {list(grids)}")
-    failed = 0
-    for name in names:
-        if args.status:
+    if args.status:
+        for name in names:
             print(f"{name}: {sweep_status(grids[name], data_root=args.data_root)}")
-            continue
-        result = sweep(grids[name], workers=args.workers, data_root=args.data_root)
-        failed += result.failed
-        print(f"{name}: {result}")
-        for failure in result.failures:
-            print(f"failed {failure['hash']} {failure['label']}: {failure['error']}")
+        return 0
+    # one sweep over the studies named, in their order: no core waits for the end of a study
+    result = sweep([g for name in names for g in grids[name]], workers=args.workers, data_root=args.data_root)
+    failed = result.failed
+    print(f"{' + '.join(names)}: {result}")
+    for failure in result.failures:
+        print(f"failed {failure['hash']} {failure['label']}: {failure['error']}")
     return 1 if failed else 0
 
 
@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "through the sweep runner")
     u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     u.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
-    u.add_argument("--only", nargs="+", help="some of: readings sigma alpha_xi n_z n_dis n_dis_non_saturating ablation")
+    u.add_argument("--only", nargs="+", help="some of: readings alpha_xi n_z n_dis n_dis_non_saturating ablation sigma baselines "
+                                             "(default: all, in this order)")
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
     u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")
     u.add_argument("--data-root", help="default: $ALGAN_DATA")

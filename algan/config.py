@@ -216,20 +216,26 @@ READINGS: dict[str, dict[str, Any]] = {
     },
 }
 IMAGE_ONLY = frozenset({"model.fake_channels", "train.rotate_fill"})
+# Of a reading's keys, the GAN baselines (their own training loops) read only these: their training data.
+BASELINE_KEYS = frozenset({"train.rotate_fill", "train.last_batch"})
 
 
-def reading_overrides(name: str, kind: str = "image") -> dict[str, Any]:
-    """The overrides of a named reading (READINGS); keys that only concern images are left out for features."""
+def reading_overrides(name: str, kind: str = "image", baseline: bool = False) -> dict[str, Any]:
+    """The overrides of a named reading (READINGS); keys that only concern images are left out for features,
+    and for a GAN baseline (`baseline`) every key but its training data's (BASELINE_KEYS), so that its runs
+    do not depend on ALGAN-only settings."""
     if name not in READINGS:
         raise ValueError(f"unknown reading {name!r}: expected one of {sorted(READINGS)}")
-    return {k: v for k, v in READINGS[name].items() if kind == "image" or k not in IMAGE_ONLY}
+    return {k: v for k, v in READINGS[name].items()
+            if (kind == "image" or k not in IMAGE_ONLY) and (not baseline or k in BASELINE_KEYS)}
 
 
-def reading_of(config: dict[str, Any]) -> str:
-    """The name of the reading a resolved config (ALGANConfig.to_dict()) follows, else "custom"."""
+def reading_of(config: dict[str, Any], baseline: bool = False) -> str:
+    """The name of the reading a resolved config (ALGANConfig.to_dict()) follows, else "custom"; for a GAN
+    baseline's config (`baseline`) judged on BASELINE_KEYS only."""
     defaults = ALGANConfig().to_dict()
     value = lambda c, key: c[key.split(".")[0]].get(key.split(".")[1], ADDED_SETTINGS.get(tuple(key.split("."))))  # noqa: E731
-    keys = {k for r in READINGS.values() for k in r}
+    keys = {k for r in READINGS.values() for k in r if not baseline or k in BASELINE_KEYS}
     for name, changes in sorted(READINGS.items(), key=lambda item: -len(item[1])):
         wanted = {k: changes.get(k, value(defaults, k)) for k in keys}
         if config.get("model", {}).get("kind") == "feature":

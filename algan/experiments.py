@@ -159,7 +159,8 @@ def tidy_rows(run: dict[str, Any], metrics: Iterable[str] = ("test_auroc", "val_
             "seed": a["seed"], "profile": a["profile"], "device": cfg["device"], "commit": cfg["commit"],
             "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"),
             "run": cfg["hash"], "split_hash": m.get("split_hash"),
-            "reading": reading_of(cfg["resolved"]) if cfg.get("resolved") else "none (no config)"}
+            "reading": (reading_of(cfg["resolved"], baseline=a["method"] in GAN_BASELINES) if cfg.get("resolved")
+                        else "none (no config)")}
     return [{**base, "metric": k, "value": m[k]} for k in metrics if k in m]
 
 
@@ -185,19 +186,19 @@ def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, metho
                                     data_root=data_root, runs_dir=runs_dir, overrides=overrides, progress=progress)]
         cats = categories if categories is not None else [c for c in dict.fromkeys(frames[0]["category"])]
         for name, more in also.items():
-            extra = {**reading_overrides(name), **(overrides or {})}
+            extra = {m: {**reading_overrides(name, baseline=m in GAN_BASELINES), **(overrides or {})} for m in more}
             jobs = [(m, c, s) for m in more for c in cats for s in default_seeds(profile, seeds)]
             done = [j for j in jobs if results.is_done(results.run_dir(image_run_args(
-                j[0], dataset, None if dataset != "mvtec" else j[1], profile, j[2], extra), runs_dir))]
+                j[0], dataset, None if dataset != "mvtec" else j[1], profile, j[2], extra[j[0]]), runs_dir))]
             rows = []
             for method, category, seed in done:
                 rows += tidy_rows(run_image(method, dataset, category=None if dataset != "mvtec" else category,
-                                            profile=profile, seed=seed, overrides=extra, data_root=data_root,
-                                            runs_dir=runs_dir))
+                                            profile=profile, seed=seed, overrides=extra[method],
+                                            data_root=data_root, runs_dir=runs_dir))
             if len(done) < len(jobs):
                 rows.append({**missing_row(dataset, None, ",".join(more), profile, ValueError(
                     f"{name} reading: {len(jobs) - len(done)} of {len(jobs)} runs not made yet "
-                    "(algan studies --only readings makes them)")), "category": dataset})
+                    "(algan studies --only readings baselines makes them)")), "category": dataset})
             frames.append(pd.DataFrame(rows))
         frame = pd.concat(frames, ignore_index=True)
         if save_as:

@@ -55,10 +55,11 @@ def ablation_grid(profile: str, seeds=None, data_root=None, readings=("literal",
     return grids + ([{**base, "dataset": "mtd"}] if present("mtd", data_root) else [])
 
 
-def hyperparameter_grid(name: str, profile: str, seeds=None) -> list[dict]:
-    """Tables 8-11 on MVTec bottle: one axis per table; alpha/xi as the diagonal plus both axes."""
+def hyperparameter_grid(name: str, profile: str, seeds=None, readings=("literal",)) -> list[dict]:
+    """Tables 8-11 on MVTec bottle: one axis per table; alpha/xi as the diagonal plus both axes; under each
+    reading of the paper named (algan.config.READINGS)."""
     base = {"method": "algan", "dataset": "mvtec", "category": "bottle", "profile": profile,
-            "seed": list(default_seeds(profile, seeds))}
+            "seed": list(default_seeds(profile, seeds)), "reading": list(readings)}
     if name == "alpha_xi":
         return ([{**base, "train.alpha": v, "train.xi": v} for v in ALPHA_XI]
                 + [{**base, "train.alpha": ALPHA_XI, "train.xi": 0.75}, {**base, "train.alpha": 0.75, "train.xi": ALPHA_XI}])
@@ -187,7 +188,8 @@ def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
     out = []
     for r in summary.itertuples():
         value = tuple(getattr(r, k) for k in keys)
-        row = {**{k: getattr(r, k) for k in keys}, "seeds": int(r.seeds), "ours": cell(r.mean, r.std)}
+        row = {**({"reading": r.reading} if "reading" in summary else {}), **{k: getattr(r, k) for k in keys},
+               "seeds": int(r.seeds), "ours": cell(r.mean, r.std)}
         if name in ("sigma", "n_z"):
             row["paper"] = cell(*ref.loc[value[0], ["mean", "std"]]) if value[0] in ref.index else "-"
         out.append(row)
@@ -234,7 +236,12 @@ def difference(a, b) -> str:
 def hyperparameter_claims(summaries: dict) -> str:
     """The paper's claims for Tables 8-11 checked against ours: `summaries` maps a study name to its
     `study_summary`. Each comparison, on a line of its own, gives the difference of means and its size in
-    standard errors (`difference`)."""
+    standard errors (`difference`). Summaries with a `reading` column are checked per reading."""
+    if any("reading" in s for s in summaries.values()):
+        readings = dict.fromkeys(r for s in summaries.values() for r in s.get("reading", []))
+        return "\n".join(f"== the {r} reading ==\n" + hyperparameter_claims(
+            {n: s[s["reading"] == r].drop(columns="reading") for n, s in summaries.items()
+             if "reading" in s and (s["reading"] == r).any()}) for r in readings)
     blocks = []
     for name, paper_peak, paper_low in (("sigma", 4.0, 2.0), ("n_z", 2, 1)):
         if name not in summaries:
@@ -426,11 +433,27 @@ READING_CANDIDATES = {"literal": {"reading": "literal"},
 
 
 def readings_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
-    """Every candidate reading on MVTec bottle, then on MTD (where present): ALGAN-image, the profile's seeds."""
+    """Every candidate reading on MVTec bottle, then on MTD (where present): ALGAN-image, the profile's seeds.
+    A candidate under which x'_a cannot depend on sigma (`sigma_effect`, a property of the settings, not of
+    training) fails the rule whatever it trains to, so it runs on bottle only, to show its diagnostics."""
     base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds))}
-    data = ([{"dataset": "mvtec", "category": "bottle"}] if "bottle" in present("mvtec", data_root) else []) + (
-        [{"dataset": "mtd"}] if present("mtd", data_root) else [])
-    return [{**base, **d, **c} for d in data for c in READING_CANDIDATES.values()]
+    grid = [{**base, "dataset": "mvtec", "category": "bottle", **c} for c in READING_CANDIDATES.values()
+            ] if "bottle" in present("mvtec", data_root) else []
+    if present("mtd", data_root):
+        eligible = [c for c in READING_CANDIDATES.values() if sigma_effect(make_profile(
+            profile, reading=c["reading"], **{k: v for k, v in c.items() if k != "reading"}).to_dict())
+            > ACTIVE_RULE["sigma_effect"]]
+        grid += [{**base, "dataset": "mtd", **c} for c in eligible]
+    return grid
+
+
+def baselines_grid(profile: str, seeds=None, data_root=None, reading: str = "active") -> list[dict]:
+    """The GAN baselines of Tables 1, 3 and 4 under a reading's training data (of its keys they read the
+    rotation fill and the last batch): bottle (every MVTec-AD category under the data root), MTD, COIL-100."""
+    base = {"method": list(GAN_BASELINES), "profile": profile, "seed": list(default_seeds(profile, seeds)),
+            "reading": reading}
+    data = [{"dataset": "mvtec", "category": "all"}] if present("mvtec", data_root) else []
+    return [{**base, **d} for d in data + [{"dataset": d} for d in ("mtd", "coil100") if present(d, data_root)]]
 
 
 def candidate_of(resolved: dict) -> str:
@@ -465,10 +488,41 @@ def readings_study(profile: str, seeds=None, data_root=None, runs_dir=None, exec
 
 # What "active" means for a reading's diagnostics (the readings page and the issue that asked for them):
 # measured over the second half of training, per data set, as the mean over seeds.
+# sigma_effect: x'_a must depend on sigma at all, or the anomalous latent is one more batch of x'_n.
 ACTIVE_RULE = {"d_fake_anomalous": -6.0, "grad_share_fake_anomalous": 0.05, "grad_share_buffer": 0.05,
-               "buffer_age_epochs": 1.0}
+               "buffer_age_epochs": 1.0, "sigma_effect": 0.01}
 RULE_LABELS = {"d_fake_anomalous": "x'_a logit > -6", "grad_share_fake_anomalous": "x'_a gradient > 5 %",
-               "grad_share_buffer": "buffer gradient > 5 %", "buffer_age_epochs": "buffer age > 1 epoch"}
+               "grad_share_buffer": "buffer gradient > 5 %", "buffer_age_epochs": "buffer age > 1 epoch",
+               "sigma_effect": "x'_a depends on sigma"}
+
+
+def sigma_effect(resolved: dict, seed: int = 0) -> float:
+    """How much x'_a depends on sigma under a run's settings: G as the run built it before training (its
+    config, its seed's DCGAN init), one latent batch mixed at alpha and made as Alg. 1 line 9 under
+    `train.fake_bn_stats`; mean |x'_a(sigma) - x'_a(1)| over mean |x'_a(1)|, for the same N(0, I) draws.
+    Batch norm is invariant to the scale of its input, so a train-mode call of G on z_a alone (`separate`)
+    gives 0 up to batch norm's eps: sigma then changes nothing."""
+    from .config import ALGANConfig
+    from .models.algan_nets import build_networks
+    from .train import make_fakes, sample_latents
+
+    cfg = ALGANConfig.from_dict(resolved)
+    torch.manual_seed(seed)
+    G, _ = build_networks(cfg.model)
+    t = cfg.train
+    z, is_anom = sample_latents(t.batch_size, cfg.model.latent_dim, t.alpha, 1.0, torch.Generator().manual_seed(seed))
+    scaled = torch.where(is_anom[:, None], z * t.sigma, z)
+    with torch.no_grad():
+        base, out = (make_fakes(G, v, is_anom, int(is_anom.sum()), t.fake_bn_stats)[is_anom] for v in (z, scaled))
+    return float((out - base).abs().mean() / base.abs().mean())
+
+
+def add_sigma_effect(diagnostics: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
+    """`diagnostics` (one row per run) with each run's sigma_effect, from its stored resolved settings."""
+    root = Path(runs_dir or results.default_runs_dir())
+    effect = {r.run: sigma_effect(results.load_run(root / r.run)["config"]["resolved"], int(r.seed))
+              for r in diagnostics.itertuples()}
+    return diagnostics.assign(sigma_effect=diagnostics["run"].map(effect))
 
 
 def mechanism_diagnostics(history: pd.DataFrame) -> pd.DataFrame:
@@ -505,10 +559,16 @@ def choose_reading(tidy: pd.DataFrame, diagnostics: pd.DataFrame) -> tuple[Optio
     return name, table
 
 
+SIGMA_READINGS = ("literal", "active")  # Table 8 under both readings: sigma only matters where x'_a is active
+
+
 def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:
-    """Every study's grid, cheapest first (the hyperparameters on bottle, then the ablation with MTD)."""
+    """Every study's grid: the readings first (they choose the active reading), the literal hyperparameters on
+    bottle, the ablation (with MTD), Table 8 under both readings and the GAN baselines under the active one."""
     grids = {"readings": readings_grid(profile, seeds, data_root)}
     grids.update({name: hyperparameter_grid(name, profile, seeds)
-                  for name in ("sigma", "alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")})
+                  for name in ("alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")})
     grids["ablation"] = ablation_grid(profile, seeds, data_root)
+    grids["sigma"] = hyperparameter_grid("sigma", profile, seeds, readings=SIGMA_READINGS)
+    grids["baselines"] = baselines_grid(profile, seeds, data_root)
     return grids

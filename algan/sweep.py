@@ -130,7 +130,8 @@ def _expand_one(grid, data_root) -> Iterator[RunSpec]:
             for profile, reading, *values, seed in itertools.product(
                     axes["profile"], axes.get("reading", ["literal"]), *(axes[k] for k in config_keys), axes["seed"]):
                 # a reading is a set of config keys; keys the grid names win over it
-                overrides = {**reading_overrides(reading, kind), **dict(zip(config_keys, values))}
+                overrides = {**reading_overrides(reading, kind, baseline=method in experiments.GAN_BASELINES),
+                             **dict(zip(config_keys, values))}
                 yield make_spec(method, dataset, category, profile, seed, overrides)
 
 

@@ -11,6 +11,7 @@ from algan import ALGAN
 from algan.config import READINGS, profile, reading_of, reading_overrides
 from algan.data.transforms import augment, rotate
 from algan.models.algan_nets import build_networks
+from algan.studies import sigma_effect
 from algan.train import (SATURATED_LOGIT, Buffer, check_batches, discriminator_loss, discriminator_terms,
                          gradient_shares, make_fakes)
 
@@ -128,6 +129,14 @@ def test_separate_bn_calls_normalise_each_kind_alone():
     assert G.training
 
 
+def test_sigma_effect_is_nil_under_separate_bn_calls():
+    """Batch norm's scale invariance: with z_a through G alone in train mode, sigma changes nothing."""
+    effect = {bn: sigma_effect(profile("smoke", **{"train.fake_bn_stats": bn}).to_dict())
+              for bn in ("running", "batch", "separate")}
+    assert effect["separate"] < 1e-3 and effect["batch"] > 0.1 and effect["running"] > 0.1
+    assert sigma_effect(profile("smoke", **{"train.sigma": 1.0}).to_dict()) == 0.0
+
+
 def test_rotation_fill_leaves_no_black_corners():
     x = torch.zeros(2, 3, 16, 16)
     angles = torch.tensor([45.0, 30.0])
@@ -157,6 +166,10 @@ def test_readings_by_name():
     feature = profile("cpu", kind="feature", reading="active")
     assert "model.fake_channels" not in reading_overrides("active", "feature")
     assert reading_of(feature.to_dict()) == "active"
+    # a GAN baseline reads only its training data's keys: its runs do not depend on ALGAN-only settings
+    assert reading_overrides("active", baseline=True) == {"train.rotate_fill": "reflection", "train.last_batch": "drop"}
+    baseline = profile("cpu", **reading_overrides("active", baseline=True)).to_dict()
+    assert reading_of(baseline, baseline=True) == "active" and reading_of(baseline) == "custom"
     # an explicit key wins over the reading
     assert profile("cpu", reading="active", **{"train.last_batch": "keep"}).train.last_batch == "keep"
     with pytest.raises(ValueError, match=r"unknown reading 'activ': expected one of \['active', 'literal'\]"):

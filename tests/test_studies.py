@@ -25,6 +25,11 @@ def test_grids_share_their_default_point_with_the_tables():
     assert len(alpha_xi) == 10 * 3
     with pytest.raises(ValueError, match="unknown hyperparameter study 'beta'"):
         studies.hyperparameter_grid("beta", "smoke")
+    # Table 8 under both readings: the active sigma = 4 point is the readings sweep's active run
+    both = studies.expand_grid(studies.hyperparameter_grid("sigma", "smoke", readings=studies.SIGMA_READINGS))
+    assert len(both) == 12 and {s.hash for s in sigma} < {s.hash for s in both}
+    readings = {s.hash for s in studies.expand_grid(studies.readings_grid("smoke"))}
+    assert len({s.hash for s in both} & readings) == 2  # literal and active at the default sigma
 
 
 def test_ablation_grid_has_four_variants_per_data_set_and_reading(data_root):
@@ -39,11 +44,25 @@ def test_ablation_grid_has_four_variants_per_data_set_and_reading(data_root):
     assert {s.hash for s in literal} <= {s.hash for s in specs}  # the literal runs keep their cache entries
 
 
+def test_baselines_grid_takes_only_the_readings_training_data(data_root):
+    specs = studies.expand_grid(studies.baselines_grid("smoke", data_root=data_root), data_root=data_root)
+    assert {s.kwargs["method"] for s in specs} == set(experiments.GAN_BASELINES)
+    assert all(s.kwargs["overrides"] == {"train.rotate_fill": "reflection", "train.last_batch": "drop"}
+               for s in specs)
+
+
+def test_readings_grid_runs_sigma_free_candidates_on_bottle_only(data_root):
+    specs = studies.expand_grid(studies.readings_grid("smoke", data_root=data_root), data_root=data_root)
+    mtd = {s.kwargs["overrides"].get("train.fake_bn_stats") for s in specs if s.kwargs["dataset"] == "mtd"}
+    assert "separate" not in mtd and {"batch"} <= mtd
+    assert any(s.kwargs["overrides"].get("train.fake_bn_stats") == "separate" for s in specs)
+
+
 def test_reading_candidates_and_the_choice():
     tidy = pd.DataFrame([{"reading": r, "dataset": d, "metric": "val_auroc", "value": v}
                          for r, v in (("literal", 0.9), ("a", 0.8), ("b", 0.7)) for d in ("mvtec", "mtd")])
     diag = pd.DataFrame([{"reading": r, "dataset": d, "d_fake_anomalous": x, "grad_share_fake_anomalous": 0.2,
-                          "grad_share_buffer": 0.2, "buffer_age_epochs": age}
+                          "grad_share_buffer": 0.2, "buffer_age_epochs": age, "sigma_effect": 0.5}
                          for r, x, age in (("literal", -12.0, 0.1), ("a", -3.0, 2.0), ("b", -2.0, 3.0))
                          for d in ("mvtec", "mtd")])
     name, table = studies.choose_reading(tidy, diag)
@@ -52,6 +71,9 @@ def test_reading_candidates_and_the_choice():
     # a reading without runs on every data set is not eligible
     name, table = studies.choose_reading(tidy, diag[~((diag["reading"] == "a") & (diag["dataset"] == "mtd"))])
     assert name == "b" and not table.set_index("reading").loc["a", "every data set run"]
+    # a reading under which x'_a does not depend on sigma is not eligible either
+    name, table = studies.choose_reading(tidy, diag.assign(sigma_effect=(diag["reading"] != "a") * 0.5))
+    assert name == "b" and not table.set_index("reading").loc["a", "x'_a depends on sigma"]
 
 
 def test_cutpaste_geometry_stays_within_the_stated_bounds():
