@@ -210,7 +210,7 @@ READINGS: dict[str, dict[str, Any]] = {
     "literal": {},
     "active": {
         "train.buffer_size": "data", "train.buffer_update": "per_epoch",   # Sec. III-A's buffer
-        "train.fake_bn_stats": "batch",                                    # one G call on z_d (Alg. 1 line 9)
+        "train.fake_bn_stats": "running",                                  # chosen on the readings page
         "model.fake_channels": "derived",                                  # fakes get real images' channel step
         "train.rotate_fill": "reflection", "train.last_batch": "drop",     # no artefact, no 1-image batch
     },
