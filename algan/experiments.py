@@ -86,9 +86,15 @@ def method_label(method: str) -> str:
 
 def image_run_args(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
                    overrides: Optional[dict] = None) -> dict[str, Any]:
-    """The arguments that name a run (and hash to its folder). The data root is not one of them."""
+    """The arguments that name a run (and hash to its folder). The data root is not one of them; an override
+    equal to the profile's own value is, as in the sweep runner, left out (the run is the profile's run)."""
+    overrides = overrides or {}
+    if overrides and method != "knn":
+        base = make_profile(check_profile(profile)).to_dict()
+        same = lambda key, value: base.get(key.split(".")[0], {}).get(key.split(".")[-1], object()) == value  # noqa: E731
+        overrides = {k: v for k, v in overrides.items() if not same(k, v)}
     return {"task": "image_run", "method": method, "dataset": dataset, "category": category,
-            "profile": check_profile(profile), "seed": int(seed), "overrides": dict(sorted((overrides or {}).items()))}
+            "profile": check_profile(profile), "seed": int(seed), "overrides": dict(sorted(overrides.items()))}
 
 
 def run_image(method: str, dataset: str, *, category: Optional[str] = None, profile: str = "cpu", seed: int = 0,
@@ -198,7 +204,7 @@ def image_auroc_table(dataset: str, *, profile: str = "smoke", seeds=None, metho
             if len(done) < len(jobs):
                 rows.append({**missing_row(dataset, None, ",".join(more), profile, ValueError(
                     f"{name} reading: {len(jobs) - len(done)} of {len(jobs)} runs not made yet "
-                    "(algan studies --only readings baselines makes them)")), "category": dataset})
+                    "(algan studies --only readings tables makes them)")), "category": dataset})
             frames.append(pd.DataFrame(rows))
         frame = pd.concat(frames, ignore_index=True)
         if save_as:

@@ -84,6 +84,15 @@ def test_a_table_shows_another_reading_from_finished_runs_only(tmp_path, data_ro
     assert "ALGAN-image (active reading)" in table.columns and "ALGAN-image (active reading) − paper" in table.columns
 
 
+def test_an_override_equal_to_the_profile_names_the_profiles_run():
+    """run_image and the sweep runner name a run alike: a reading's key at the profile's value drops out."""
+    from algan.sweep import make_spec
+    over = {"train.fake_bn_stats": "running", "train.buffer_size": "data"}
+    args = experiments.image_run_args("algan", "mvtec", "bottle", "cpu", 0, over)
+    assert args["overrides"] == {"train.buffer_size": "data"}
+    assert make_spec("algan", "mvtec", "bottle", "cpu", 0, over).hash == results.config_hash(args)
+
+
 def test_missing_data_set_is_one_row_not_a_traceback(tmp_path):
     (tmp_path / "root").mkdir()
     tidy = experiments.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",

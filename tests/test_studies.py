@@ -44,11 +44,13 @@ def test_ablation_grid_has_four_variants_per_data_set_and_reading(data_root):
     assert {s.hash for s in literal} <= {s.hash for s in specs}  # the literal runs keep their cache entries
 
 
-def test_baselines_grid_takes_only_the_readings_training_data(data_root):
-    specs = studies.expand_grid(studies.baselines_grid("smoke", data_root=data_root), data_root=data_root)
-    assert {s.kwargs["method"] for s in specs} == set(experiments.GAN_BASELINES)
+def test_tables_grid_baselines_take_only_the_readings_training_data(data_root):
+    specs = studies.expand_grid(studies.tables_grid("smoke", data_root=data_root), data_root=data_root)
+    baselines = [s for s in specs if s.kwargs["method"] != "algan"]
+    assert {s.kwargs["method"] for s in baselines} == set(experiments.GAN_BASELINES)
     assert all(s.kwargs["overrides"] == {"train.rotate_fill": "reflection", "train.last_batch": "drop"}
-               for s in specs)
+               for s in baselines)
+    assert {s.kwargs["dataset"] for s in specs if s.kwargs["method"] == "algan"} == {"coil100"}
 
 
 def test_readings_grid_runs_sigma_free_candidates_on_bottle_only(data_root):
