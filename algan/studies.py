@@ -510,8 +510,9 @@ def sigma_effect(resolved: dict, seed: int = 0) -> float:
     from .train import make_fakes, sample_latents
 
     cfg = ALGANConfig.from_dict(resolved)
-    torch.manual_seed(seed)
-    G, _ = build_networks(cfg.model)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays as it was
+        torch.manual_seed(seed)
+        G, _ = build_networks(cfg.model)
     t = cfg.train
     z, is_anom = sample_latents(t.batch_size, cfg.model.latent_dim, t.alpha, 1.0, torch.Generator().manual_seed(seed))
     scaled = torch.where(is_anom[:, None], z * t.sigma, z)
