@@ -303,22 +303,24 @@ def figure1_samples(*, profile: str = "smoke", seeds=None, data_root=None, runs_
 
 
 def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
-                   datasets=("mtd", "coil100"), split: str = "test") -> pd.DataFrame:
-    """Figure 5: raw anomaly scores -D(x) of ALGAN-image on MTD and COIL-100, per seed and label."""
+                   datasets=("mtd", "coil100"), split: str = "test", readings=("literal",)) -> pd.DataFrame:
+    """Figure 5: raw anomaly scores -D(x) of ALGAN-image on MTD and COIL-100, per reading
+    (algan.config.READINGS), seed and label."""
     frames = []
     for dataset in datasets:
-        for seed in default_seeds(profile, seeds):
+        for name, seed in ((name, seed) for name in readings for seed in default_seeds(profile, seeds)):
             try:
-                run = run_image("algan", dataset, profile=profile, seed=seed, data_root=data_root, runs_dir=runs_dir)
+                run = run_image("algan", dataset, profile=profile, seed=seed, data_root=data_root, runs_dir=runs_dir,
+                                overrides=reading_overrides(name) or None)
             except DataError as err:
                 print(f"{dataset}: data set missing under the data root ({err})")
                 break
             scores = pd.read_csv(run["folder"] / "scores.csv")
-            scores = scores[scores["split"] == split].assign(dataset=dataset, seed=seed, profile=profile,
-                                                             run=run["config"]["hash"])
+            scores = scores[scores["split"] == split].assign(dataset=dataset, reading=name, seed=seed,
+                                                             profile=profile, run=run["config"]["hash"])
             frames.append(scores)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["split", "path", "label", "score", "dataset", "seed", "profile", "run"])
+        columns=["split", "path", "label", "score", "dataset", "reading", "seed", "profile", "run"])
 
 
 def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None, save_as: Optional[str] = None):
