@@ -1,0 +1,96 @@
+"""The claims ledger: its rules, and its rows from saved page CSVs (synthetic ones here)."""
+import math
+
+import pandas as pd
+import pytest
+
+from algan import claims
+
+
+@pytest.mark.parametrize("d, se, sign, want", [
+    (0.10, 0.04, 1, "reproduced"), (0.05, 0.04, 1, "inconclusive"), (-0.10, 0.04, 1, "not reproduced"),
+    (-0.10, 0.04, -1, "reproduced"), (0.10, math.nan, 1, "inconclusive"), (math.nan, 0.1, 1, "not tested")])
+def test_effect_rule(d, se, sign, want):
+    assert claims.effect_status(d, se, sign) == want
+
+
+@pytest.mark.parametrize("d, se, want", [
+    (0.01, 0.02, "reproduced"),        # within 2 SE, and 2 SE = 0.04 <= 0.05 could see a 0.05 gap
+    (0.01, 0.05, "inconclusive"),      # within 2 SE, but the test is too blunt to call it agreement
+    (-0.10, 0.04, "not reproduced")])
+def test_value_rule(d, se, want):
+    assert claims.value_status(d, se) == want
+
+
+def test_level_rule():
+    sharp = {"mean": 0.99, "std": 0.005, "n": 3}
+    assert claims.level_status([sharp], 0.95) == "reproduced"
+    assert claims.level_status([sharp, {"mean": 0.80, "std": 0.01, "n": 3}], 0.95) == "not reproduced"
+    assert claims.level_status([{"mean": 0.96, "std": 0.05, "n": 3}], 0.95) == "inconclusive"
+    assert claims.level_status([], 0.95) == "not tested"
+
+
+def _auroc(rows):
+    return pd.DataFrame([{"dataset": d, "category": c, "method": m, "reading": r, "seed": s, "metric": "test_auroc",
+                          "value": v} for d, c, m, r, s, v in rows])
+
+
+def _image_page(dataset, category, algan, others, reading="literal"):
+    rows = [(dataset, category, "algan", reading, s, v) for s, v in enumerate(algan)]
+    rows += [(dataset, category, m, reading, s, v) for m, vals in others.items() for s, v in enumerate(vals)]
+    return _auroc(rows)
+
+
+def _status(frame, claim_start, reading):
+    row = frame[frame["claim"].str.startswith(claim_start) & (frame["reading"] == reading)]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_ledger_judges_each_claim_under_each_reading():
+    gans = {"ganomaly": [0.70, 0.71, 0.69], "skip_ganomaly": [0.75, 0.74, 0.76], "alocc": [0.72, 0.73, 0.71]}
+    table1 = _image_page("mvtec", "bottle", [0.950, 0.945, 0.952], gans)
+    table1 = pd.concat([table1, _image_page("mvtec", "bottle", [0.60, 0.62, 0.61], {}, reading="active")])
+    frame = claims.ledger("cpu", frames={"table1": table1})
+    assert _status(frame, "ALGAN-image on MVTec bottle", "literal")["status"] == "reproduced"
+    assert _status(frame, "ALGAN-image on MVTec bottle", "active")["status"] == "not reproduced"
+    assert _status(frame, "ALGAN-image beats every other GAN", "literal")["status"] == "reproduced"
+    beats = _status(frame, "ALGAN-image beats every other GAN", "active")
+    assert beats["status"] == "not tested" and "ganomaly" in beats["ours"]  # names the runs it lacks
+    assert _status(frame, "ALGAN-image is the best image-based method on MTD", "literal")["status"] == "not tested"
+    assert set(frame["status"]) <= set(claims.STATUSES)
+    assert len(frame) == 2 * len(claims.CLAIMS)
+
+
+def test_ablation_and_study_rows():
+    rows = [("mtd", None, "algan", "active", s, v, b, a) for b, a, vals in (
+        (True, True, [0.60, 0.61, 0.62]), (False, False, [0.50, 0.51, 0.52]),
+        (True, False, [0.55, 0.56, 0.57]), (False, True, [0.58, 0.58, 0.59])) for s, v in enumerate(vals)]
+    table7 = pd.DataFrame([dict(zip(("dataset", "category", "method", "reading", "seed", "value", "use_buffer",
+                                     "use_anomalous_latent"), r), metric="test_auroc") for r in rows])
+    table7["category"] = "mtd"
+    sigma = _auroc([("mvtec", "bottle", "algan", "literal", s, v) for s, v in enumerate([0.9, 0.91, 0.92])])
+    studies = pd.concat([sigma.assign(sigma=4.0), _auroc([("mvtec", "bottle", "algan", "literal", s, v) for s, v in
+                                                          enumerate([0.95, 0.96, 0.97])]).assign(sigma=2.0)])
+    frame = claims.ledger("cpu", frames={"table7": table7, "tables8_11": studies.assign(study="sigma")})
+    assert _status(frame, "Both pseudo-anomaly mechanisms beat neither (MTD)", "active")["status"] == "reproduced"
+    assert _status(frame, "Both beat the better single mechanism (MTD)", "active")["status"] == "reproduced"
+    assert _status(frame, "Both pseudo-anomaly mechanisms beat neither (MTD)", "literal")["status"] == "not tested"
+    assert _status(frame, "sigma = 4 beats sigma = 2", "literal")["status"] == "not reproduced"
+
+
+def test_write_ledger_writes_the_csv_and_the_landing_page_table(tmp_path):
+    _image_page("mvtec", "bottle", [0.95, 0.94, 0.96], {}).to_csv(tmp_path / "table1_smoke.csv", index=False)
+    frame, md = claims.write_ledger("smoke", tmp_path)
+    assert (tmp_path / "claims_smoke.csv").exists() and md == tmp_path / "claims_smoke.md"
+    text = md.read_text()
+    body = [line for line in text.splitlines() if line.startswith("| ") and "claim" not in line.split("|")[1]]
+    assert len(body) == len(claims.CLAIMS)
+    assert "**reproduced**" in text and "**not tested**" in text
+    assert pd.read_csv(tmp_path / "claims_smoke.csv")["status"].isin(claims.STATUSES).all()
+
+
+def test_the_speed_claim_reads_every_feature_method_of_table5():
+    from algan import timing
+
+    assert claims.FEATURE_METHODS == timing.FEATURE_METHODS
