@@ -1,8 +1,9 @@
 """One function per table / figure of the paper, each returning tidy DataFrames.
 
 Runs go through the run cache (`algan.results.cached_run`): a finished run is never redone, an
-interrupted one is. Tidy result rows carry their provenance (profile, seed, device, commit,
-wall time) and are written to `results/<page>_<profile>.csv`, which the book's pages read.
+interrupted one is (a GAN's training from its last checkpoint, `algan.resume`). Tidy result rows
+carry their provenance (profile, seed, device, commit, wall time) and are written to
+`results/<page>_<profile>.csv`, which the book's pages read.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paper, results
+from . import paper, results, resume
 from .config import ALGANConfig, PROFILES, profile as make_profile, reading_of, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
 from .detector import ALGAN
@@ -99,8 +100,9 @@ def image_run_args(method: str, dataset: str, category: Optional[str], profile: 
 
 def run_image(method: str, dataset: str, *, category: Optional[str] = None, profile: str = "cpu", seed: int = 0,
               overrides: Optional[dict] = None, data_root=None, runs_dir=None, device: Optional[str] = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Train `method` on one data set / category / seed with the profile's settings; cached."""
+              progress: bool = False, checkpoint_every: int = resume.CHECKPOINT_EVERY) -> dict[str, Any]:
+    """Train `method` on one data set / category / seed with the profile's settings; cached. A GAN's
+    training state is checkpointed every `checkpoint_every` epochs, and an interrupted run resumes from it."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: expected one of {sorted(METHODS)}")
     args = image_run_args(method, dataset, category, profile, seed, overrides)
@@ -141,7 +143,9 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
     if not results.is_done(results.run_dir(args, runs_dir)):
         splits_once()  # a missing data set fails here, before a run folder is made
     # The resolved settings guard the cache against changed defaults (the channel count comes from the data).
-    return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if method != "knn" else None)
+    gan = method != "knn"
+    return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if gan else None,
+                              checkpoint_every=checkpoint_every if gan else None)
 
 
 # ---- tables ---------------------------------------------------------------------------------

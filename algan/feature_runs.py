@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from . import paper, results
+from . import paper, results, resume
 from .config import profile as make_profile
 from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
 from .detector import ALGAN, FEATURE_STD_FLOOR
@@ -161,8 +161,9 @@ def feature_run_args(method: str, source: str, category: Optional[str], profile:
 
 def run_feature(method: str, source: str, *, category: Optional[str] = None, profile: str = "cpu", seed: int = 0,
                 backbone: Optional[str] = None, overrides: Optional[dict] = None, data_root=None, runs_dir=None,
-                device: str = "cpu") -> dict[str, Any]:
-    """Fit one feature method on one source / category / seed; cached like the image runs."""
+                device: str = "cpu", checkpoint_every: int = resume.CHECKPOINT_EVERY) -> dict[str, Any]:
+    """Fit one feature method on one source / category / seed; cached like the image runs (ALGAN-feature's
+    training resumable as theirs)."""
     if method not in METHODS:
         raise ValueError(f"unknown feature method {method!r}: expected one of {METHODS}")
     settings(profile)
@@ -198,7 +199,8 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
 
     if not results.is_done(results.run_dir(args, runs_dir)):
         data_once()  # a missing source fails here, before a run folder is made; execute reuses the data
-    return results.cached_run(args, execute, runs_dir, device=device, resolved=resolved)
+    return results.cached_run(args, execute, runs_dir, device=device, resolved=resolved,
+                              checkpoint_every=checkpoint_every if method == "algan" else None)
 
 
 # ---- Table 2 ------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 A run's folder is named by a hash of its sorted arguments (DomainBed style). It holds
 `config.json` (arguments + provenance), `metrics.json`, any other files the run writes, and a
-`done` marker written last: a folder without `done` is an interrupted run and is redone; a
-folder with it is never redone.
+`done` marker written last: a folder without `done` is an interrupted run and is redone (from its
+training state, `algan.resume`, where it left one); a folder with it is never redone.
 """
 from __future__ import annotations
 
@@ -147,26 +147,41 @@ def _same_settings(stored: dict[str, Any], resolved: dict[str, Any]) -> bool:
 
 
 def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
-               device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+               device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None,
+               checkpoint_every: int | None = None) -> dict[str, Any]:
     """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
 
     `config.json` gets the arguments, the fully `resolved` settings and provenance; `metrics.json`
     and `done` are written last. An interrupted run (no `done`) is cleared and redone, and so is a
     finished one whose stored resolved settings differ from `resolved` (a default changed since).
+    With `checkpoint_every` (for an `fn` that trains one model), the training loop writes its state
+    to the folder's `resume.TRAINING_STATE` that often (in epochs; 0: on SIGTERM / SIGINT only); an
+    interrupted run keeps that file and continues from it, and a finished run deletes it.
     """
+    from . import resume
+
     folder = run_dir(args, runs_dir)
     if is_done(folder):
         run = load_run(folder)
         stored = run["config"].get("resolved")
         if resolved is None or stored is None or _same_settings(stored, resolved):
             return run
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    state = folder / resume.TRAINING_STATE
+    keep = checkpoint_every is not None and not is_done(folder)  # an interrupted run's training state
+    for path in folder.iterdir() if folder.exists() else ():
+        if not (keep and path == state):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
     meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
     write_json(folder / "config.json", meta)
     start = time.perf_counter()
-    metrics = fn(folder)
+    if checkpoint_every is None:
+        metrics = fn(folder)
+    else:
+        with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
+                                  checkpoint_every):
+            metrics = fn(folder)
+        state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
     meta["wall_seconds"] = round(time.perf_counter() - start, 3)
     meta["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json(folder / "config.json", meta)

@@ -11,6 +11,8 @@ book's pages read.
 A run is claimed with a lock file beside its folder (`<hash>.lock`, host + pid), so sweeps started
 together never run the same hash; a lock of a dead process on this host is stale and taken over. A
 run that raises leaves `failed.json` (error, traceback, time, host) in its folder and the sweep goes on.
+A run that was killed (or stopped by SIGTERM / SIGINT) continues from the training state in its folder
+(`algan.resume`), not from epoch 1.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ The trainer knows nothing of the networks' insides: G maps latents to samples, D
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import resume
 from .config import TrainConfig
 from .score import auroc, discriminator_scores
 
@@ -224,77 +226,95 @@ def train_algan(
     g_updates = 0
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
-    bar = tqdm(range(1, cfg.epochs + 1), desc="ALGAN", disable=not progress, leave=False)
-    for epoch in bar:                                                     # line 1
-        start = time.perf_counter()
-        G.train(); D.train()
-        latents.maybe_resample(epoch)                                     # lines 2-5
-        stats = _EpochStats()
-        measure = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
-        shares = {}
-        pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []     # per_epoch buffer updates
-        order = torch.randperm(len(x_train), generator=gen).to(device)
-        for j in range(n_batches):                                        # line 6
-            x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]  # line 7: (B, ...)
-            if augment is not None:
-                x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
-            x = prepare(x)
-            (z_d, is_anom), z_g = latents.for_batch(j)
-            n_anom = int(is_anom.sum())
-            z_d, is_anom, z_g = z_d.to(device), is_anom.to(device), z_g.to(device)
-            use_buffer = cfg.use_buffer and epoch > 1 and len(buffer) > 0
-            # line 9 sits inside the k loop, but G does not change there, so x' is the same for
-            # every k: compute it once. (B, ...)
-            with torch.no_grad():
-                x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))  # line 9: x'
-            for k in range(cfg.n_dis):                                    # line 8
-                # ---- D step: maximise Eq. (6) = minimise its negative ----
-                real_logits, fake_logits = D(x), D(x_fake)
-                buf = {}
-                if use_buffer:                                            # lines 10-15
-                    x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
-                    buf_logits = D(x_buf)
-                    buf = {"buf_n": buf_logits[~buf_anom], "buf_a": buf_logits[buf_anom]}
-                    stats.add_buffer(buf_logits, buf_anom, g_updates - born)
-                loss_d = discriminator_loss(real_logits, fake_logits[~is_anom], fake_logits[is_anom],
-                                            **buf, alpha=alpha, xi=cfg.xi)
-                if measure and j == 0 and k == 0:
-                    shares = gradient_shares(discriminator_terms(
-                        real_logits, fake_logits[~is_anom], fake_logits[is_anom], **buf, alpha=alpha, xi=cfg.xi),
-                        d_params)
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()                                              # line 16
-                stats.add_d(loss_d, real_logits, fake_logits, is_anom, n_anom)
-            if cfg.use_buffer:                                            # line 18
-                if cfg.buffer_update == "per_batch":
-                    buffer.push(x_fake, is_anom, g_updates)
-                else:
-                    pending.append((x_fake, is_anom, g_updates))
-            # ---- G step: Eq. (5), normal latents only ----
-            g_logits = D(prepare_fake(G(z_g)))                            # line 19
-            loss_g = generator_loss(g_logits, cfg.generator_loss)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()                                                  # line 20
-            g_updates += 1
-            stats.add_g(loss_g)
-        if pending:  # Sec. III-A: once per epoch, a portion of the buffer is replaced by this epoch's fakes
-            births = torch.cat([torch.full((len(p[0]),), p[2], dtype=torch.long) for p in pending])
-            buffer.push(torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending]), births)
-        row = {"epoch": epoch, **stats.row(n_batches, cfg.n_dis), "g_updates": g_updates,
-               **{f"grad_share_{name}": shares.get(name, float("nan")) for name in TERMS},
-               "val_auroc": float("nan")}
-        if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
-            row["val_auroc"] = last_auc = auroc(y_val, scores)
-            if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
-                best_auc, best_epoch = row["val_auroc"], epoch
-                best_state = _snapshot(G, D)
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
-                        val_auroc=f"{last_auc:.3f}" if validate else "-")
+    loop = {"loop": "algan", "train": dataclasses.asdict(cfg), "latent_dim": latent_dim, "seed": seed,
+            "train_shape": tuple(x_train.shape), "val_shape": None if x_val is None else tuple(x_val.shape)}
+    with resume.session(loop) as ckpt:
+        if (state := ckpt and ckpt.restore()) is not None:
+            G.load_state_dict(state["generator"]); D.load_state_dict(state["discriminator"])  # noqa: E702
+            opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])  # noqa: E702
+            buffer.x, buffer.is_anomalous, buffer.birth = (None if t is None else t.to(device) for t in state["buffer"])
+            latents.z_d, latents.z_g = state["latents"]
+            g_updates, rows, last_auc = state["g_updates"], state["rows"], state["last_auc"]
+            best_auc, best_epoch, best_state = state["best"]
+            resume.set_rng_state(state["rng"], gen)
+        first = 1 if state is None else state["epoch"] + 1
+        bar = tqdm(range(first, cfg.epochs + 1), desc="ALGAN", disable=not progress, leave=False)
+        for epoch in bar:                                                     # line 1
+            start = time.perf_counter()
+            G.train(); D.train()
+            latents.maybe_resample(epoch)                                     # lines 2-5
+            stats = _EpochStats()
+            measure = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+            shares = {}
+            pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []     # per_epoch buffer updates
+            order = torch.randperm(len(x_train), generator=gen).to(device)
+            for j in range(n_batches):                                        # line 6
+                x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]  # line 7: (B, ...)
+                if augment is not None:
+                    x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
+                x = prepare(x)
+                (z_d, is_anom), z_g = latents.for_batch(j)
+                n_anom = int(is_anom.sum())
+                z_d, is_anom, z_g = z_d.to(device), is_anom.to(device), z_g.to(device)
+                use_buffer = cfg.use_buffer and epoch > 1 and len(buffer) > 0
+                # line 9 sits inside the k loop, but G does not change there, so x' is the same for
+                # every k: compute it once. (B, ...)
+                with torch.no_grad():
+                    x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))  # line 9: x'
+                for k in range(cfg.n_dis):                                    # line 8
+                    # ---- D step: maximise Eq. (6) = minimise its negative ----
+                    real_logits, fake_logits = D(x), D(x_fake)
+                    buf = {}
+                    if use_buffer:                                            # lines 10-15
+                        x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
+                        buf_logits = D(x_buf)
+                        buf = {"buf_n": buf_logits[~buf_anom], "buf_a": buf_logits[buf_anom]}
+                        stats.add_buffer(buf_logits, buf_anom, g_updates - born)
+                    loss_d = discriminator_loss(real_logits, fake_logits[~is_anom], fake_logits[is_anom],
+                                                **buf, alpha=alpha, xi=cfg.xi)
+                    if measure and j == 0 and k == 0:
+                        shares = gradient_shares(discriminator_terms(
+                            real_logits, fake_logits[~is_anom], fake_logits[is_anom], **buf, alpha=alpha, xi=cfg.xi),
+                            d_params)
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()                                              # line 16
+                    stats.add_d(loss_d, real_logits, fake_logits, is_anom, n_anom)
+                if cfg.use_buffer:                                            # line 18
+                    if cfg.buffer_update == "per_batch":
+                        buffer.push(x_fake, is_anom, g_updates)
+                    else:
+                        pending.append((x_fake, is_anom, g_updates))
+                # ---- G step: Eq. (5), normal latents only ----
+                g_logits = D(prepare_fake(G(z_g)))                            # line 19
+                loss_g = generator_loss(g_logits, cfg.generator_loss)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()                                                  # line 20
+                g_updates += 1
+                stats.add_g(loss_g)
+            if pending:  # Sec. III-A: once per epoch, a portion of the buffer is replaced by this epoch's fakes
+                births = torch.cat([torch.full((len(p[0]),), p[2], dtype=torch.long) for p in pending])
+                buffer.push(torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending]), births)
+            row = {"epoch": epoch, **stats.row(n_batches, cfg.n_dis), "g_updates": g_updates,
+                   **{f"grad_share_{name}": shares.get(name, float("nan")) for name in TERMS},
+                   "val_auroc": float("nan")}
+            if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
+                row["val_auroc"] = last_auc = auroc(y_val, scores)
+                if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
+                    best_auc, best_epoch = row["val_auroc"], epoch
+                    best_state = _snapshot(G, D)
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
+                            val_auroc=f"{last_auc:.3f}" if validate else "-")
+            if ckpt:
+                ckpt.end_epoch(epoch, lambda: {
+                    "generator": G.state_dict(), "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(), "buffer": (buffer.x, buffer.is_anomalous, buffer.birth),
+                    "latents": (latents.z_d, latents.z_g), "g_updates": g_updates, "rows": rows,
+                    "last_auc": last_auc, "best": (best_auc, best_epoch, best_state), "rng": resume.rng_state(gen)})
     if best_state is None:  # no validation: keep the last epoch
         best_epoch, best_auc, best_state = cfg.epochs, float("nan"), _snapshot(G, D)
     G.load_state_dict(best_state["generator"])

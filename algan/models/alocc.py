@@ -88,6 +88,7 @@ class ALOCC(AdversarialBaseline):
                 opt_r.step()
             return {"loss_d": loss_d.item(), **{k: v.item() for k, v in losses.items()}}
 
+        step.optimizers = (opt_r, opt_d)  # their state goes into a training checkpoint
         return step
 
     def score_batch(self, x: torch.Tensor) -> torch.Tensor:

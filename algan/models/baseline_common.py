@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .. import results
+from .. import resume, results
 from ..config import ALGANConfig, TrainConfig, profile as make_profile
 from ..detector import BaseDetector, as_tensor, check_image_input, image_config_for, prepare_image
 from ..score import auroc
@@ -124,7 +124,8 @@ def fit_adversarial(
     progress: bool = True,
     desc: str = "baseline",
 ) -> TrainResult:
-    """Run `step(batch, gen) -> {loss: value}` over shuffled batches of normal data for `cfg.epochs`.
+    """Run `step(batch, gen) -> {loss: value}` over shuffled batches of normal data for `cfg.epochs`;
+    `step.optimizers` names its optimisers, so that a checkpoint (`algan.resume`) holds their state.
 
     As `train_algan`: `augment(x, gen)` randomises a batch, `prepare(x)` makes the model input;
     `score(x_val)` (eval mode, no gradients) gives the validation AUROC every `cfg.eval_every`
@@ -139,26 +140,41 @@ def fit_adversarial(
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, math.nan
-    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        start = time.perf_counter()
-        nets.train()
-        sums: dict[str, float] = {}
-        order = torch.randperm(len(x_train), generator=gen).to(device)
-        for j in range(n_batches):
-            x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]   # (B, C, H, W)
-            if augment is not None:
-                x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
-            for name, value in step(prepare(x), gen).items():
-                sums[name] = sums.get(name, 0.0) + value
-        row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": math.nan}
-        if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            row["val_auroc"] = last_auc = auroc(y_val, score(x_val))
-            if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
-                best_auc, best_epoch, best_state = row["val_auroc"], epoch, _snapshot(nets)
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        bar.set_postfix(val_auroc=f"{last_auc:.3f}" if validate else "-")
+    loop = {"loop": desc, "train": dataclasses.asdict(cfg), "seed": seed, "train_shape": tuple(x_train.shape),
+            "val_shape": None if x_val is None else tuple(x_val.shape)}
+    with resume.session(loop) as ckpt:
+        if (state := ckpt and ckpt.restore()) is not None:
+            nets.load_state_dict(state["networks"])
+            for opt, saved in zip(step.optimizers, state["optimizers"], strict=True):
+                opt.load_state_dict(saved)
+            rows, last_auc, (best_auc, best_epoch, best_state) = state["rows"], state["last_auc"], state["best"]
+            resume.set_rng_state(state["rng"], gen)
+        first = 1 if state is None else state["epoch"] + 1
+        bar = tqdm(range(first, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
+        for epoch in bar:
+            start = time.perf_counter()
+            nets.train()
+            sums: dict[str, float] = {}
+            order = torch.randperm(len(x_train), generator=gen).to(device)
+            for j in range(n_batches):
+                x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]   # (B, C, H, W)
+                if augment is not None:
+                    x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
+                for name, value in step(prepare(x), gen).items():
+                    sums[name] = sums.get(name, 0.0) + value
+            row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": math.nan}
+            if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                row["val_auroc"] = last_auc = auroc(y_val, score(x_val))
+                if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
+                    best_auc, best_epoch, best_state = row["val_auroc"], epoch, _snapshot(nets)
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            bar.set_postfix(val_auroc=f"{last_auc:.3f}" if validate else "-")
+            if ckpt:
+                ckpt.end_epoch(epoch, lambda: {
+                    "networks": nets.state_dict(), "optimizers": [opt.state_dict() for opt in step.optimizers],
+                    "rows": rows, "last_auc": last_auc, "best": (best_auc, best_epoch, best_state),
+                    "rng": resume.rng_state(gen)})
     if best_state is None:
         best_epoch, best_auc, best_state = cfg.epochs, math.nan, _snapshot(nets)
     nets.load_state_dict(best_state)

@@ -95,6 +95,7 @@ class GANomaly(AdversarialBaseline):
                 D.apply(_dcgan_init)
             return {"loss_d": loss_d.item(), **{k: v.item() for k, v in losses.items()}}
 
+        step.optimizers = (opt_g, opt_d)  # their state goes into a training checkpoint
         return step
 
     def score_batch(self, x: torch.Tensor) -> torch.Tensor:
