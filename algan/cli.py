@@ -6,8 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+from . import __version__
 
+# Only the standard library at import time: torch, numpy, pandas and the algan modules that use them load
+# inside the commands, so `algan --help` answers at once (benchmarks/bench_cli.py).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -30,6 +32,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 # ---- commands -----------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    import numpy as np
+
     from . import results
     from .config import profile
     from .data import load_dataset, load_features
@@ -79,6 +83,7 @@ def _collect_images(inputs: list[str]) -> list[Path]:
 
 
 def cmd_score(args) -> int:
+    import numpy as np
     import pandas as pd
 
     from . import results
@@ -227,15 +232,18 @@ def cmd_data_check(args) -> int:
 # ---- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="algan", description="ALGAN anomaly detection (Murase & Fukumizu, 2022)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train ALGAN on a data set and save model.pt, history.csv, metrics.json")
-    t.add_argument("--dataset", required=True, choices=["mvtec", "mtd", "coil100", "folder", "features"])
+    t.add_argument("--dataset", required=True, choices=["mvtec", "mtd", "coil100", "folder", "features"],
+                   help="mvtec, mtd, coil100 (under --data-root), folder (your MVTec-layout folder, --path) "
+                        "or features (an .npz with X and y, --path)")
     t.add_argument("--category", help="MVTec-AD category, e.g. bottle")
     t.add_argument("--path", help="category folder (dataset=folder) or .npz file (dataset=features)")
     t.add_argument("--data-root", help="data root holding mvtec/, mtd/, coil-100/ (default: $ALGAN_DATA)")
     t.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and training (default: 0)")
     t.add_argument("--reading", default="literal",
                    help="reading of the paper's ambiguous text, algan.config.READINGS: literal (default) or active")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.sigma=5")
@@ -255,35 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a trained ALGAN model for deployment (ONNX)")
     e.add_argument("checkpoint", help="model.pt written by `algan train`")
-    e.add_argument("--format", default="onnx", help="onnx (the only format)")
+    e.add_argument("--format", default="onnx", help="onnx (the only format; default)")
     e.add_argument("--out", help="output file (default: the checkpoint with suffix .onnx)")
     e.set_defaults(func=cmd_export)
 
     y = sub.add_parser("toy", help="Figure 3: ALGAN vs a plain GAN on 2-D toy data; prints both AUROCs")
-    y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--epochs", type=int, default=60)
+    y.add_argument("--seed", type=int, default=0, help="seed of the data and of both models (default: 0)")
+    y.add_argument("--epochs", type=int, default=60, help="training epochs of each model (default: 60)")
     y.add_argument("--out", default="toy.png", help="figure file (default: toy.png)")
-    y.add_argument("--quiet", action="store_true")
+    y.add_argument("--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=cmd_toy)
 
     b = sub.add_parser("table", help="run (cached) and summarise a Table 1/3/4 experiment")
-    b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"])
-    b.add_argument("--profile", default="cpu")
-    b.add_argument("--seeds", type=int, nargs="+")
+    b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"], help="mvtec (Table 1), mtd (Table 3) or coil100 (Table 4)")
+    b.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    b.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     b.add_argument("--methods", nargs="+", default=["algan", "knn"],
                    help="algan, knn, ganomaly, skip_ganomaly, alocc (default: algan knn)")
-    b.add_argument("--categories", nargs="+")
-    b.add_argument("--data-root")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--categories", nargs="+", help="MVTec-AD categories (default: those under the data root; mvtec only)")
+    b.add_argument("--data-root", help="default: $ALGAN_DATA")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every ALGAN run, e.g. train.sigma=5")
     b.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     b.set_defaults(func=cmd_table)
 
     f = sub.add_parser("table2", help="run (cached) and summarise Table 2: ALGAN-feature and the feature baselines")
-    f.add_argument("--profile", default="cpu")
-    f.add_argument("--seeds", type=int, nargs="+")
+    f.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    f.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     f.add_argument("--methods", nargs="+", default=None, help="default: all of algan.feature_runs.METHODS")
     f.add_argument("--sources", nargs="+", default=None, help="adbench, mvtec, mtd, coil100 (default: the profile's)")
-    f.add_argument("--data-root")
+    f.add_argument("--data-root", help="default: $ALGAN_DATA")
     f.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     f.set_defaults(func=cmd_table2)
 
@@ -319,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="check a data root: counts, decodable files, layout")
-    c.add_argument("root")
+    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/")
     c.set_defaults(func=cmd_data_check)
     return p
 
