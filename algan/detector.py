@@ -61,6 +61,9 @@ def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
 
 
 FEATURE_STD_FLOOR = 1e-6  # below it a training dimension counts as constant
+# What ALGAN.save writes (besides "format"); ALGAN.load refuses a checkpoint that lacks any of them.
+CHECKPOINT_KEYS = frozenset({"config", "seed", "generator", "discriminator", "threshold", "best_epoch",
+                             "best_val_auroc", "feature_mean", "feature_std"})
 
 
 def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,24 +249,40 @@ class ALGAN(BaseDetector):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "ALGAN":
+        """The detector saved at `path` by `save`; anything else (a missing, truncated or foreign file, a
+        checkpoint without its keys, an infinite threshold) is a ValueError of one line naming the file."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"checkpoint {path} does not exist: expected a file written by ALGAN.save")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, empty, random or pickled-object files; torch's text is not shown
+            raise ValueError(f"checkpoint {path} cannot be read as an ALGAN checkpoint ({type(err).__name__}): "
+                             "expected a file written by ALGAN.save / `algan train`") from None
         if not isinstance(state, dict) or state.get("format") != "algan-1":
             raise ValueError(f"checkpoint {path}: expected an ALGAN checkpoint (format 'algan-1')")
-        det = cls(ALGANConfig.from_dict(state["config"]), seed=state["seed"], device=device, progress=False)
+        missing = sorted(CHECKPOINT_KEYS - set(state))
+        if missing:
+            raise ValueError(f"checkpoint {path}: key(s) {missing} missing: expected a file written by ALGAN.save")
+        try:
+            config = ALGANConfig.from_dict(state["config"])
+            threshold = float(state["threshold"])
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"checkpoint {path}: {err}") from None
+        if math.isinf(threshold):
+            raise ValueError(f"checkpoint {path}: threshold {threshold} is not finite: expected a fitted detector's")
+        det = cls(config, seed=state["seed"], device=device, progress=False)
         det.generator, det.discriminator = build_networks(det.config.model)
         for name in ("generator", "discriminator"):
             try:
                 getattr(det, name).load_state_dict(state[name])
-            except RuntimeError as err:
+            except (RuntimeError, TypeError, AttributeError) as err:
                 first = str(err).strip().splitlines()[1:2] or [str(err)]
                 raise ValueError(f"checkpoint {path}: {name} weights do not match its config "
                                  f"({first[0].strip()})") from None
         det.generator.to(det.device).eval()
         det.discriminator.to(det.device).eval()
-        det.threshold_ = state["threshold"]
+        det.threshold_ = threshold
         det.best_epoch_, det.best_val_auroc_ = state["best_epoch"], state["best_val_auroc"]
         det.feature_mean, det.feature_std = state["feature_mean"], state["feature_std"]
         return det
