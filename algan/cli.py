@@ -11,7 +11,6 @@ from . import __version__
 
 # Only the standard library at import time: torch, numpy, pandas and the algan modules that use them load
 # inside the commands, so `algan --help` answers at once (benchmarks/bench_cli.py).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit here
 DEVICE_HELP = "cpu, cuda, cuda:N or mps"
 
@@ -116,17 +115,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_mask(path: Path) -> bool:
+    """A mask in MVTec layout, ground_truth/<defect>/<image>_mask.png: not an image to score (a user's
+    face_mask_01.png elsewhere is)."""
+    from .data.mvtec import MASK_SUFFIX
+
+    return path.stem.endswith(MASK_SUFFIX) and path.parent.parent.name == "ground_truth"
+
+
 def _collect_images(inputs: list[str]) -> list[Path]:
+    """The files to score: files named as given; in folders, every image below them, sorted, but for hidden
+    files and folders (._x.png, .DS_Store: skipped as `train` skips them) and MVTec-layout masks."""
+    from .data.common import IMAGE_EXTS, is_image
+
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem)
+            files += sorted(p for p in item.rglob("*") if is_image(p) and not _is_mask(p)
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
         elif item.is_file():
             files.append(item)
         else:
             raise ValueError(f"input {item} does not exist: expected image files, folders of images or an .npz")
     if not files:
-        raise ValueError(f"no images found in {inputs}: expected files ending in {sorted(IMAGE_SUFFIXES)}")
+        raise ValueError(f"no images found in {inputs}: expected files ending in {sorted(IMAGE_EXTS)}")
     return files
 
 

@@ -74,6 +74,31 @@ def test_bad_input_exit_code_2(tmp_path, capsys):
     assert "sigmaa" in capsys.readouterr().err
 
 
+def test_score_folder_lists_files_as_train_does(tmp_path, capsys):
+    """Only MVTec-layout masks (ground_truth/<defect>/*_mask.png) are left out, not every name with "_mask";
+    hidden files and folders (._x.png from macOS) are skipped, not decoded."""
+    from PIL import Image
+
+    from algan.config import profile
+    from algan.detector import ALGAN
+
+    det = ALGAN.initialised(profile("smoke"), device="cpu")
+    det.threshold_ = 0.0
+    det.save(tmp_path / "model.pt")
+    folder = tmp_path / "images"
+    kept = ["face_mask_01.png", "normal.png", "sub/other_mask.png", "test/broken/000.png"]
+    for name in kept + ["ground_truth/broken/000_mask.png"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), (30, 60, 90)).save(folder / name)
+    for junk in ["._normal.png", ".thumbs/a.png"]:  # undecodable: scoring them would abort the run
+        (folder / junk).parent.mkdir(parents=True, exist_ok=True)
+        (folder / junk).write_bytes(b"AppleDouble")
+    csv = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "model.pt"), str(folder), "--out", str(csv)]) == 0, capsys.readouterr().err
+    assert sorted(pd.read_csv(csv).path) == sorted(str(folder / name) for name in kept)
+    assert "scored 4 samples" in capsys.readouterr().out
+
+
 def test_table2_command(tmp_path, data_root, capsys, monkeypatch):
     monkeypatch.setenv("ALGAN_RUNS", str(tmp_path / "runs"))
     assert main(["table2", "--methods", "patchcore_50", "--data-root", str(data_root)]) == 2
