@@ -50,6 +50,7 @@ def files(tmp_path_factory):
     np.savez(d / "objects.npz", X=np.array([[1, 2, 3, None]], dtype=object))
     np.savez(d / "no_x.npz", features=np.zeros((3, 4), np.float32))
     np.savez(d / "complex.npz", X=np.ones((3, 4), np.complex64))
+    np.savez(d / "complex_xy.npz", X=np.ones((10, 4), np.complex64), y=np.r_[np.zeros(7), np.ones(3)].astype(int))
     (d / "images").mkdir()
     (d / "outdir").mkdir()
     return d
@@ -101,6 +102,10 @@ CASES = [
     ("object X", score("feature.pt", "objects.npz"), "objects.npz"),
     ("complex X", score("feature.pt", "complex.npz"), "complex.npz"),
     ("no X", score("feature.pt", "no_x.npz"), "no_x.npz"),
+    ("train on complex features", lambda d: ["train", "--dataset", "features", "--path", str(d / "complex_xy.npz"),
+                                             "--profile", "smoke", "--out", str(d / "o")], "complex_xy.npz"),
+    ("train on a .npy named .npz", lambda d: ["train", "--dataset", "features", "--path", str(d / "single.npz"),
+                                              "--profile", "smoke", "--out", str(d / "o")], "single.npz"),
 ]
 
 

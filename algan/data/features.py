@@ -84,8 +84,8 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     X, y = arrays["X"], arrays["y"]
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) == 0:
         raise DataError(f"{path}: X has shape {X.shape} and y {y.shape}, {fix} with matching n > 0; re-export it")
-    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise DataError(f"{path}: X is {X.dtype} and y {y.dtype}, expected numbers; re-export it")
+    if X.dtype.kind not in "iuf" or not np.issubdtype(y.dtype, np.number):  # complex X: not real features
+        raise DataError(f"{path}: X is {X.dtype} and y {y.dtype}, expected real numbers; re-export it")
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
         raise DataError(
