@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-import numpy as np
+from . import __version__
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+# Only the standard library at import time: torch, numpy, pandas and the algan modules that use them load
+# inside the commands, so `algan --help` answers at once (benchmarks/bench_cli.py).
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit here
+DEVICE_HELP = "cpu, cuda, cuda:N or mps"
 
 
 def _parse_value(text: str):
@@ -28,8 +32,51 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _seed(text: str) -> int:
+    """A --seed value: a whole number in [0, SEED_MAX] (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number in [0, {SEED_MAX}]") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value}: expected a whole number in [0, {SEED_MAX}]")
+    return value
+
+
+def _device(text: str) -> str:
+    """A --device value by its form; whether it is there is checked by _check_device (that needs torch)."""
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICE_HELP}")
+    return text
+
+
+def _check_device(device: str | None) -> None:
+    """--device names a device this machine has (before any data is read or any work starts)."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: no Apple GPU (MPS) is available here; use --device cpu")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= int(index or 0):
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s); use --device cpu"
+                             + (" or cuda:0" if count else ""))
+
+
+def _check_out_file(out: str) -> None:
+    """--out names a file to write, not an existing folder."""
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out} is a folder: expected the file to write, e.g. {Path(out) / 'scores.csv'}")
+
+
 # ---- commands -----------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    import numpy as np
+
     from . import results
     from .config import profile
     from .data import load_dataset, load_features
@@ -37,10 +84,14 @@ def cmd_train(args) -> int:
     from .score import auroc
 
     out = Path(args.out)
+    if args.dataset in ("features", "folder") and not args.path:
+        what = "an .npz file with arrays X and y" if args.dataset == "features" else "a folder in MVTec layout"
+        raise ValueError(f"--dataset {args.dataset} needs --path: {what}")
+    _check_device(args.device)
     overrides = _overrides(args.set)
     if args.dataset == "features":
-        data = load_features(args.path, seed=args.seed)
         cfg = profile(args.profile, kind="feature", reading=args.reading, **overrides)
+        data = load_features(args.path, seed=args.seed)
         fit = dict(X_val=data.val.x, y_val=data.val.y)
         x_train, x_test = data.train.x, data.test.x
     else:
@@ -64,27 +115,44 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_mask(path: Path) -> bool:
+    """A mask in MVTec layout, ground_truth/<defect>/<image>_mask.png: not an image to score (a user's
+    face_mask_01.png elsewhere is)."""
+    from .data.mvtec import MASK_SUFFIX
+
+    return path.stem.endswith(MASK_SUFFIX) and path.parent.parent.name == "ground_truth"
+
+
 def _collect_images(inputs: list[str]) -> list[Path]:
+    """The files to score: files named as given; in folders, every image below them, sorted, but for hidden
+    files and folders (._x.png, .DS_Store: skipped as `train` skips them) and MVTec-layout masks."""
+    from .data.common import IMAGE_EXTS, is_image
+
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in p.stem)
+            files += sorted(p for p in item.rglob("*") if is_image(p) and not _is_mask(p)
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
         elif item.is_file():
             files.append(item)
         else:
             raise ValueError(f"input {item} does not exist: expected image files, folders of images or an .npz")
     if not files:
-        raise ValueError(f"no images found in {inputs}: expected files ending in {sorted(IMAGE_SUFFIXES)}")
+        raise ValueError(f"no images found in {inputs}: expected files ending in {sorted(IMAGE_EXTS)}")
     return files
 
 
 def cmd_score(args) -> int:
+    import numpy as np
     import pandas as pd
 
     from . import results
     from .data import load_images
+    from .data.features import read_rows
     from .detector import ALGAN
 
+    _check_out_file(args.out)
+    _check_device(args.device)
     if args.backend == "onnx":
         from .export import OnnxScorer
         det = OnnxScorer(args.checkpoint)  # same config, threshold_ and decision_function as ALGAN
@@ -92,14 +160,14 @@ def cmd_score(args) -> int:
         raise ValueError(f"checkpoint {args.checkpoint} is an ONNX model: pass --backend onnx")
     else:
         det = ALGAN.load(args.checkpoint, device=args.device)
+    if not math.isfinite(det.threshold_):  # NaN: never set; a prediction against it would flag nothing
+        raise ValueError(f"{args.checkpoint}: threshold {det.threshold_} is not finite: expected a fitted "
+                         "model (`algan train` sets the threshold)")
     m = det.config.model
     if m.kind == "feature":
         if len(args.inputs) != 1 or not args.inputs[0].endswith(".npz"):
             raise ValueError(f"inputs {args.inputs}: a feature model scores one .npz file with an array X")
-        with np.load(args.inputs[0]) as npz:
-            if "X" not in npz:
-                raise ValueError(f"{args.inputs[0]}: expected an array 'X' of shape (N, {m.feature_dim})")
-            x, y = npz["X"], npz["y"] if "y" in npz else None
+        x, y = read_rows(Path(args.inputs[0]), m.feature_dim)
         frame = pd.DataFrame({"row": np.arange(len(x))})
     else:
         files = _collect_images(args.inputs)
@@ -148,9 +216,11 @@ def cmd_toy(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from .config import profile
     from .experiments import image_auroc_table, summarize
 
     overrides = _overrides(args.set)
+    profile(args.profile, **overrides)  # bad keys and values stop here, before any run
     tidy = image_auroc_table(args.dataset, profile=args.profile, seeds=args.seeds, methods=args.methods,
                              categories=args.categories, data_root=args.data_root, overrides=overrides or None,
                              save_as=args.save_as)
@@ -225,22 +295,32 @@ def cmd_data_check(args) -> int:
 
 
 # ---- parser -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (bad input: exit code 2 and one line naming the field)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="algan", description="ALGAN anomaly detection (Murase & Fukumizu, 2022)")
+    p = _Parser(prog="algan", description="ALGAN anomaly detection (Murase & Fukumizu, 2022)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train ALGAN on a data set and save model.pt, history.csv, metrics.json")
-    t.add_argument("--dataset", required=True, choices=["mvtec", "mtd", "coil100", "folder", "features"])
+    t.add_argument("--dataset", required=True, choices=["mvtec", "mtd", "coil100", "folder", "features"],
+                   help="mvtec, mtd, coil100 (under --data-root), folder (your MVTec-layout folder, --path) "
+                        "or features (an .npz with X and y, --path)")
     t.add_argument("--category", help="MVTec-AD category, e.g. bottle")
     t.add_argument("--path", help="category folder (dataset=folder) or .npz file (dataset=features)")
     t.add_argument("--data-root", help="data root holding mvtec/, mtd/, coil-100/ (default: $ALGAN_DATA)")
     t.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0, help="seed of the split, the initialisation and training (default: 0)")
     t.add_argument("--reading", default="literal",
                    help="reading of the paper's ambiguous text, algan.config.READINGS: literal (default) or active")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.sigma=5")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--device", type=_device, help=f"{DEVICE_HELP} (default: cuda if available)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -248,42 +328,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="model.pt written by `algan train` (--backend onnx: a .onnx from `algan export`)")
     s.add_argument("inputs", nargs="+", help="image files, folders of images, or one .npz with X")
     s.add_argument("--out", default="scores.csv", help="CSV with path/row, score, prediction (and label if known)")
-    s.add_argument("--device", help="torch backend only")
+    s.add_argument("--device", type=_device, help=f"{DEVICE_HELP}, torch backend only (default: cuda if available)")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="torch (model.pt) or onnx (an exported .onnx, run by onnxruntime on CPU)")
     s.set_defaults(func=cmd_score)
 
     e = sub.add_parser("export", help="export a trained ALGAN model for deployment (ONNX)")
     e.add_argument("checkpoint", help="model.pt written by `algan train`")
-    e.add_argument("--format", default="onnx", help="onnx (the only format)")
+    e.add_argument("--format", default="onnx", help="onnx (the only format; default)")
     e.add_argument("--out", help="output file (default: the checkpoint with suffix .onnx)")
     e.set_defaults(func=cmd_export)
 
     y = sub.add_parser("toy", help="Figure 3: ALGAN vs a plain GAN on 2-D toy data; prints both AUROCs")
-    y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--epochs", type=int, default=60)
+    y.add_argument("--seed", type=_seed, default=0, help="seed of the data and of both models (default: 0)")
+    y.add_argument("--epochs", type=int, default=60, help="training epochs of each model (default: 60)")
     y.add_argument("--out", default="toy.png", help="figure file (default: toy.png)")
-    y.add_argument("--quiet", action="store_true")
+    y.add_argument("--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=cmd_toy)
 
     b = sub.add_parser("table", help="run (cached) and summarise a Table 1/3/4 experiment")
-    b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"])
-    b.add_argument("--profile", default="cpu")
-    b.add_argument("--seeds", type=int, nargs="+")
+    b.add_argument("dataset", choices=["mvtec", "mtd", "coil100"], help="mvtec (Table 1), mtd (Table 3) or coil100 (Table 4)")
+    b.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    b.add_argument("--seeds", type=_seed, nargs="+", help="default: the profile's seeds")
     b.add_argument("--methods", nargs="+", default=["algan", "knn"],
                    help="algan, knn, ganomaly, skip_ganomaly, alocc (default: algan knn)")
-    b.add_argument("--categories", nargs="+")
-    b.add_argument("--data-root")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--categories", nargs="+", help="MVTec-AD categories (default: those under the data root; mvtec only)")
+    b.add_argument("--data-root", help="default: $ALGAN_DATA")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every ALGAN run, e.g. train.sigma=5")
     b.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     b.set_defaults(func=cmd_table)
 
     f = sub.add_parser("table2", help="run (cached) and summarise Table 2: ALGAN-feature and the feature baselines")
-    f.add_argument("--profile", default="cpu")
-    f.add_argument("--seeds", type=int, nargs="+")
+    f.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
+    f.add_argument("--seeds", type=_seed, nargs="+", help="default: the profile's seeds")
     f.add_argument("--methods", nargs="+", default=None, help="default: all of algan.feature_runs.METHODS")
     f.add_argument("--sources", nargs="+", default=None, help="adbench, mvtec, mtd, coil100 (default: the profile's)")
-    f.add_argument("--data-root")
+    f.add_argument("--data-root", help="default: $ALGAN_DATA")
     f.add_argument("--save-as", help="write results/<name>_<profile>.csv")
     f.set_defaults(func=cmd_table2)
 
@@ -308,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("studies", help="run the grids of the readings page and the studies pages (Tables 7-11) "
                                        "through the sweep runner")
     u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
-    u.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    u.add_argument("--seeds", type=_seed, nargs="+", help="default: the profile's seeds")
     u.add_argument("--only", nargs="+", help="some of: readings alpha_xi n_z n_dis n_dis_non_saturating ablation sigma tables "
                                              "(default: all, in this order)")
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
@@ -319,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="check a data root: counts, decodable files, layout")
-    c.add_argument("root")
+    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/")
     c.set_defaults(func=cmd_data_check)
     return p
 
@@ -329,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as err:  # DataError is a ValueError: one line, exit code 2
-        print(f"algan: error: {err}", file=sys.stderr)
+        print(f"algan: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -28,6 +30,26 @@ ADDED_SETTINGS: dict[tuple[str, str], Any] = {
     ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
     ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black",
 }
+
+
+def check_types(section: str, config: Any) -> None:
+    """Each field of a config dataclass has a value of its declared type, else a ValueError naming it:
+    an int field takes whole numbers only (not 2.5, "2" or True), a float field finite numbers (not NaN
+    or inf), a bool field True or False, a str field a string. Values are checked, never converted, so a
+    config (and its run hash) is what the caller wrote."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.type == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif f.type == "int":
+            ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
+        elif f.type == "float":
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            expected = "a finite number"
+        else:
+            ok, expected = isinstance(value, str), "a string"
+        if not ok:
+            raise ValueError(f"{section}.{f.name}={value!r}: expected {expected} ({f.type})")
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class ModelConfig:
                                     # the max/mean channels are computed from its output, as for real images
 
     def __post_init__(self):
+        check_types("model", self)
         if self.kind not in ("image", "feature"):
             raise ValueError(f"model.kind={self.kind!r}: expected 'image' or 'feature'")
         if self.feature_scaling not in FEATURE_SCALINGS:
@@ -114,6 +137,7 @@ class TrainConfig:
                                     # false-positive rate on normal validation scores only
 
     def __post_init__(self):
+        check_types("train", self)
         if self.latent_schedule not in LATENT_SCHEDULES:
             raise ValueError(f"train.latent_schedule={self.latent_schedule!r}: expected one of {LATENT_SCHEDULES}")
         if self.generator_loss not in GENERATOR_LOSSES:
@@ -133,6 +157,12 @@ class TrainConfig:
                 raise ValueError(f"train.{name}={getattr(self, name)}: expected a positive integer")
         if self.sigma <= 0:
             raise ValueError(f"train.sigma={self.sigma}: expected a positive standard deviation")
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name}={getattr(self, name)}: expected a positive learning rate")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"train.{name}={getattr(self, name)}: expected an Adam beta in [0, 1)")
         if not 0.0 < self.threshold_fpr < 1.0:
             raise ValueError(f"train.threshold_fpr={self.threshold_fpr}: expected a value in (0, 1)")
 

@@ -24,15 +24,36 @@ from .score import discriminator_scores, threshold_at_fpr
 from .train import train_algan
 
 
-def as_tensor(X: Any, name: str = "X") -> torch.Tensor:
-    """Float tensor from an array/tensor, rejecting NaN/inf and empty input with one clear line."""
-    x = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+IMAGE_RANGE_TOL = 1e-3  # images may stray this far outside [-1, 1] (float error of a user's conversion)
+
+
+def as_tensor(X: Any, name: str = "X", images: bool = False) -> torch.Tensor:
+    """Float tensor from an array/tensor, rejecting with one clear line: empty input, NaN/inf, and values
+    that are not real numbers (complex, strings, objects). With `images`, the input must be float images
+    in [-1, 1] (the generator's tanh range, as `load_dataset` / `load_images` make them): integer images
+    such as uint8 0..255 and values outside [-1, 1] are refused, never rescaled, since a wrong scale
+    scores every image, defects included, as normal."""
+    if isinstance(X, torch.Tensor):
+        x = X
+    else:
+        a = np.asarray(X)
+        if a.dtype.kind not in "biufc":
+            raise ValueError(f"{name} has dtype {a.dtype}: expected an array of real numbers")
+        x = torch.as_tensor(a)
+    if x.is_complex():
+        raise ValueError(f"{name} is complex ({x.dtype}): expected real values")
     if x.numel() == 0 or len(x) == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): expected at least one sample")
+    if images and not x.is_floating_point():
+        raise ValueError(f"{name} is {x.dtype}: expected float images in [-1, 1]; convert 0..255 images "
+                         "with x / 127.5 - 1")
     x = x.float()
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise ValueError(f"{name} contains NaN or inf in {bad} sample(s): expected finite values")
+    if images and (x.min() < -1 - IMAGE_RANGE_TOL or x.max() > 1 + IMAGE_RANGE_TOL):
+        raise ValueError(f"{name} has values in [{x.min():.4g}, {x.max():.4g}]: expected images in [-1, 1] "
+                         "(convert 0..255 images with x / 127.5 - 1, 0..1 images with 2 * x - 1)")
     return x
 
 
@@ -61,6 +82,9 @@ def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
 
 
 FEATURE_STD_FLOOR = 1e-6  # below it a training dimension counts as constant
+# What ALGAN.save writes (besides "format"); ALGAN.load refuses a checkpoint that lacks any of them.
+CHECKPOINT_KEYS = frozenset({"config", "seed", "generator", "discriminator", "threshold", "best_epoch",
+                             "best_val_auroc", "feature_mean", "feature_std"})
 
 
 def feature_statistics(flat: torch.Tensor, scaling: str = "standardise") -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,9 +109,10 @@ class BaseDetector:
         return self.threshold_
 
     def predict(self, X) -> np.ndarray:
-        """0 = normal, 1 = anomalous (score above `threshold_`)."""
-        if math.isnan(self.threshold_):
-            raise ValueError("threshold_ is not set: fit the detector (or call set_threshold) first")
+        """0 = normal, 1 = anomalous (score above `threshold_`); X as for `decision_function`."""
+        if not math.isfinite(self.threshold_):
+            raise ValueError(f"threshold_ is {self.threshold_}: expected a finite threshold; fit the detector "
+                             "(or call set_threshold) first")
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
 
@@ -114,12 +139,12 @@ class ALGAN(BaseDetector):
     def fit(self, X, *, X_val=None, y_val=None,
             augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None) -> "ALGAN":
         """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold."""
-        x = as_tensor(X, "X")
+        x = as_tensor(X, "X", images=np.ndim(X) == 4)
         self.config = self._config_for(x)
         if self.config.model.kind == "feature":
             flat = x.reshape(-1, x.shape[-1])  # rotated views (N, R, D) are R training samples each
             self.feature_mean, self.feature_std = feature_statistics(flat, self.config.model.feature_scaling)
-        x_val = None if X_val is None else as_tensor(X_val, "X_val")
+        x_val = None if X_val is None else as_tensor(X_val, "X_val", images=self.config.model.kind == "image")
         if x_val is not None:
             self._check_input(x_val, "X_val")
         views = x_val.shape[1] if x_val is not None and x_val.dim() == 3 else 1
@@ -185,10 +210,14 @@ class ALGAN(BaseDetector):
 
     def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
         """Anomaly score -D(x) per sample (eval mode, no gradients, batched); the mean over views
-        for rotated feature views (N, R, D)."""
+        for rotated feature views (N, R, D).
+
+        X: float images (N, C, H, W) in [-1, 1], as `load_dataset` and `algan.data.load_images` make them
+        (uint8 or 0..255 images are refused, not rescaled: convert with x / 127.5 - 1), or real feature
+        vectors (N, D) / (N, R, D); NaN, inf and complex values are refused."""
         if self.discriminator is None:
             raise ValueError("the detector is not fitted: call fit() or ALGAN.load() first")
-        x = as_tensor(X, "X")
+        x = as_tensor(X, "X", images=self.config.model.kind == "image")
         self._check_input(x, "X")
         scores = discriminator_scores(self.discriminator, self._stored(x), prepare=self._prepare,
                                       batch_size=batch_size, device=self.device, **self.scoring)
@@ -246,24 +275,40 @@ class ALGAN(BaseDetector):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "ALGAN":
+        """The detector saved at `path` by `save`; anything else (a missing, truncated or foreign file, a
+        checkpoint without its keys, an infinite threshold) is a ValueError of one line naming the file."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"checkpoint {path} does not exist: expected a file written by ALGAN.save")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, empty, random or pickled-object files; torch's text is not shown
+            raise ValueError(f"checkpoint {path} cannot be read as an ALGAN checkpoint ({type(err).__name__}): "
+                             "expected a file written by ALGAN.save / `algan train`") from None
         if not isinstance(state, dict) or state.get("format") != "algan-1":
             raise ValueError(f"checkpoint {path}: expected an ALGAN checkpoint (format 'algan-1')")
-        det = cls(ALGANConfig.from_dict(state["config"]), seed=state["seed"], device=device, progress=False)
+        missing = sorted(CHECKPOINT_KEYS - set(state))
+        if missing:
+            raise ValueError(f"checkpoint {path}: key(s) {missing} missing: expected a file written by ALGAN.save")
+        try:
+            config = ALGANConfig.from_dict(state["config"])
+            threshold = float(state["threshold"])
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"checkpoint {path}: {err}") from None
+        if math.isinf(threshold):
+            raise ValueError(f"checkpoint {path}: threshold {threshold} is not finite: expected a fitted detector's")
+        det = cls(config, seed=state["seed"], device=device, progress=False)
         det.generator, det.discriminator = build_networks(det.config.model)
         for name in ("generator", "discriminator"):
             try:
                 getattr(det, name).load_state_dict(state[name])
-            except RuntimeError as err:
+            except (RuntimeError, TypeError, AttributeError) as err:
                 first = str(err).strip().splitlines()[1:2] or [str(err)]
                 raise ValueError(f"checkpoint {path}: {name} weights do not match its config "
                                  f"({first[0].strip()})") from None
         det.generator.to(det.device).eval()
         det.discriminator.to(det.device).eval()
-        det.threshold_ = state["threshold"]
+        det.threshold_ = threshold
         det.best_epoch_, det.best_val_auroc_ = state["best_epoch"], state["best_val_auroc"]
         det.feature_mean, det.feature_std = state["feature_mean"], state["feature_std"]
         return det

@@ -164,7 +164,13 @@ class OnnxScorer:
                              f"(format {FORMAT!r}, written by `algan export`)")
         self.metadata = dict(meta)
         self.config = ALGANConfig.from_dict(json.loads(meta["config"]))
-        self.threshold_ = float(meta["threshold"])
+        try:
+            self.threshold_ = float(meta["threshold"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}: metadata threshold {meta.get('threshold')!r}: expected a number") from None
+        if math.isinf(self.threshold_):
+            raise ValueError(f"{path}: metadata threshold {self.threshold_} is not finite: expected a fitted "
+                             "detector's (NaN: none set)")
         self.kind = meta["kind"]
         size = int(meta.get("image_size", 0))
         self.shape = ((int(meta["feature_dim"]),) if self.kind == "feature" else (int(meta["channels"]), size, size))
@@ -175,8 +181,11 @@ class OnnxScorer:
         return f"(N, {', '.join(map(str, self.shape))})"
 
     def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
-        """Anomaly score -D(x) per sample (float64), batched; the mean over views for (N, R, D)."""
-        x = as_tensor(X, "X").cpu().numpy()
+        """Anomaly score -D(x) per sample (float64), batched; the mean over views for (N, R, D).
+
+        X as for `ALGAN.decision_function`: float images in [-1, 1] (uint8 or 0..255 images are refused,
+        not rescaled: convert with x / 127.5 - 1) or real feature vectors; NaN, inf, complex refused."""
+        x = as_tensor(X, "X", images=self.kind == "image").cpu().numpy()
         views = x.ndim == 3 and self.kind == "feature"
         if x.shape[1 + views:] != self.shape:
             raise ValueError(f"X has shape {x.shape}: expected {self._expected()} as in the exported model "
@@ -188,6 +197,7 @@ class OnnxScorer:
 
     def predict(self, X) -> np.ndarray:
         """0 = normal, 1 = anomalous (score above `threshold_`)."""
-        if math.isnan(self.threshold_):
-            raise ValueError(f"{self.path.name} has no threshold: export a fitted detector")
+        if not math.isfinite(self.threshold_):
+            raise ValueError(f"{self.path.name} has threshold {self.threshold_}: expected a finite one; export a "
+                             "fitted detector")
         return (self.decision_function(X) > self.threshold_).astype(np.int64)

@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 
 from algan.config import ALGANConfig, ModelConfig, TrainConfig, profile
@@ -37,3 +38,23 @@ def test_unknown_keys_raise():
 def test_round_trip_through_dict():
     cfg = profile("smoke", **{"train.sigma": 5.0})
     assert ALGANConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.epochs", "two"), ("train.epochs", 2.5), ("train.epochs", True), ("train.use_buffer", 1),
+    ("train.sigma", float("nan")), ("train.sigma", float("inf")), ("train.sigma", "4"), ("model.kind", 1),
+    ("train.lr_g", -1e-4), ("train.lr_d", 0.0), ("train.beta2", 1.0),
+])
+def test_values_are_checked_against_the_field_types(key, value):
+    """The Python API refuses what the CLI refuses (`--set train.epochs=true` is not one epoch), naming the key."""
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        profile("smoke", **{key: value})
+    with pytest.raises(ValueError, match=key.split(".")[1]):
+        ALGANConfig.from_dict({key.split(".")[0]: {key.split(".")[1]: value}})
+
+
+def test_values_are_kept_as_given():
+    """Checked, not converted: an int given for a float field stays an int, so run hashes do not move."""
+    cfg = profile("smoke", **{"train.sigma": 5, "train.lr_g": 1e-3})
+    assert type(cfg.train.sigma) is int and cfg.to_dict()["train"]["sigma"] == 5
+    assert profile("smoke", **{"train.epochs": np.int64(3)}).train.epochs == 3

@@ -107,3 +107,47 @@ def test_checkpoint_with_mismatching_config(tmp_path):
         ALGAN.load(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not exist"):
         ALGAN.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("x,match", [
+    (torch.full((2, 3, 32, 32), 200, dtype=torch.uint8), r"uint8: expected float images in \[-1, 1\]"),
+    (np.full((2, 3, 32, 32), 200, dtype=np.uint8), r"uint8: expected float images in \[-1, 1\]"),
+    (torch.full((2, 3, 32, 32), 255.0), r"values in \[255, 255\]: expected images in \[-1, 1\]"),
+    (torch.full((2, 3, 32, 32), 1.1), r"expected images in \[-1, 1\]"),
+    (np.zeros((2, 3, 32, 32), dtype=np.complex64), "complex"),
+    (np.full((2, 3, 32, 32), "a"), "expected an array of real numbers"),
+], ids=["uint8 tensor", "uint8 array", "0..255 floats", "above 1", "complex", "strings"])
+def test_scoring_refuses_images_outside_their_range(x, match):
+    """0..255 images read as [-1, 1] would all score as normal (every defect missed): refused, not rescaled."""
+    det = ALGAN.initialised(profile("smoke"), device="cpu")
+    det.threshold_ = 0.0
+    with pytest.raises(ValueError, match=match):
+        det.decision_function(x)
+    with pytest.raises(ValueError, match=match):
+        det.predict(x)
+    assert det.decision_function(torch.full((2, 3, 32, 32), -1.0005)).shape == (2,)  # within tolerance
+
+
+def test_training_refuses_uint8_images_and_complex_features():
+    with pytest.raises(ValueError, match="uint8: expected float images"):
+        ALGAN("smoke", progress=False).fit(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    x_val = torch.zeros(2, 3, 32, 32)
+    x_val[1, 0, 0, 0] = 255.0
+    with pytest.raises(ValueError, match=r"X_val has values in \[0, 255\]"):
+        ALGAN("smoke", progress=False).fit(torch.zeros(4, 3, 32, 32), X_val=x_val, y_val=[0, 1])
+    with pytest.raises(ValueError, match="X is complex"):
+        ALGAN(profile("smoke", kind="feature"), progress=False).fit(np.ones((8, 4), np.complex64))
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf")])
+def test_predict_needs_a_finite_threshold(threshold, tmp_path):
+    det = ALGAN.initialised(profile("smoke"), device="cpu")
+    det.threshold_ = threshold
+    with pytest.raises(ValueError, match="expected a finite threshold"):
+        det.predict(torch.zeros(2, 3, 32, 32))
+    det.save(tmp_path / "m.pt")
+    if np.isnan(threshold):  # a detector without a threshold loads (it scores), but predicts nothing
+        assert np.isnan(ALGAN.load(tmp_path / "m.pt").threshold_)
+    else:
+        with pytest.raises(ValueError, match="threshold .*inf is not finite"):
+            ALGAN.load(tmp_path / "m.pt")

@@ -166,3 +166,47 @@ def test_scoring_bad_values_and_files(bottle, tmp_path, capsys):
         OnnxScorer(tmp_path / "bad.onnx")
     assert main(["score", str(tmp_path / "m.onnx"), str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2
     assert "--backend onnx" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def untrained_onnx(tmp_path_factory):
+    """An exported freshly initialised image detector (threshold set by hand): for input checks, no training."""
+    det = ALGAN.initialised(profile("smoke"), device="cpu")
+    det.threshold_ = 0.0
+    return export_onnx(det, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+@pytest.mark.parametrize("x,match", [
+    (torch.full((2, 3, 32, 32), 200, dtype=torch.uint8), r"uint8: expected float images in \[-1, 1\]"),
+    (np.full((2, 3, 32, 32), 200, dtype=np.uint8), r"uint8: expected float images in \[-1, 1\]"),
+    (torch.full((2, 3, 32, 32), 200.0), r"values in \[200, 200\]: expected images in \[-1, 1\]"),
+    (torch.full((2, 3, 32, 32), -1.01), r"expected images in \[-1, 1\]"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.complex64), "complex"),
+], ids=["uint8 tensor", "uint8 array", "0..255 floats", "below -1", "complex"])
+def test_onnx_scoring_refuses_images_outside_their_range(untrained_onnx, x, match):
+    """0..255 images scored as if in [-1, 1] would all come out normal: refused, with the conversion to make."""
+    scorer = OnnxScorer(untrained_onnx)
+    with pytest.raises(ValueError, match=match):
+        scorer.decision_function(x)
+    with pytest.raises(ValueError, match=match):
+        scorer.predict(x)
+    edge = torch.full((2, 3, 32, 32), 1.0005)  # within the tolerance of [-1, 1]
+    assert scorer.decision_function(edge).shape == (2,)
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf", "none"])
+def test_onnx_non_finite_threshold_is_an_error(untrained_onnx, tmp_path, threshold):
+    model = onnx.load(untrained_onnx)
+    props = {p.key: p.value for p in model.metadata_props}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**props, "threshold": threshold})
+    onnx.save(model, tmp_path / "t.onnx")
+    x = torch.zeros(2, 3, 32, 32)
+    if threshold == "nan":  # not set: scores, but predicts nothing
+        scorer = OnnxScorer(tmp_path / "t.onnx")
+        assert scorer.decision_function(x).shape == (2,)
+        with pytest.raises(ValueError, match="expected a finite"):
+            scorer.predict(x)
+    else:
+        with pytest.raises(ValueError, match="threshold"):
+            OnnxScorer(tmp_path / "t.onnx")

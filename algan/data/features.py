@@ -57,26 +57,35 @@ class FeatureSplits:
         }
 
 
-def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Validated (X float32 (n, d), y int64 (n,) in {0, 1}) from an .npz; every problem is a DataError."""
-    fix = "expected an .npz with arrays X (n, d) and y (n,), 1 = anomalous"
+def read_arrays(path: Path, names: tuple[str, ...], fix: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Those of the named arrays an .npz holds, and all its array names, read without pickles; a missing
+    file, one that is not an .npz archive, or an unreadable one is a DataError (`fix` says what was expected)."""
     if not path.is_file():
         raise DataError(f"{path}: feature file not found, {fix}; check the path")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.files)
-            if "X" not in keys or "y" not in keys:
-                missing = [k for k in ("X", "y") if k not in keys]
-                raise DataError(f"{path}: arrays {missing} missing (found {keys}), {fix}; re-export the file with both arrays")
-            X, y = z["X"], z["y"]
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a single array (.npy), not an .npz archive, {fix}; re-export it")
+        with z:
+            return {k: z[k] for k in names if k in z.files}, list(z.files)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read feature file ({type(exc).__name__}: {exc}), {fix}; re-export it") from exc
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (X float32 (n, d), y int64 (n,) in {0, 1}) from an .npz; every problem is a DataError."""
+    fix = "expected an .npz with arrays X (n, d) and y (n,), 1 = anomalous"
+    arrays, keys = read_arrays(path, ("X", "y"), fix)
+    if len(arrays) < 2:
+        missing = [k for k in ("X", "y") if k not in arrays]
+        raise DataError(f"{path}: arrays {missing} missing (found {keys}), {fix}; re-export the file with both arrays")
+    X, y = arrays["X"], arrays["y"]
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) == 0:
         raise DataError(f"{path}: X has shape {X.shape} and y {y.shape}, {fix} with matching n > 0; re-export it")
-    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise DataError(f"{path}: X is {X.dtype} and y {y.dtype}, expected numbers; re-export it")
+    if X.dtype.kind not in "iuf" or not np.issubdtype(y.dtype, np.number):  # complex X: not real features
+        raise DataError(f"{path}: X is {X.dtype} and y {y.dtype}, expected real numbers; re-export it")
     bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
         raise DataError(
@@ -92,6 +101,19 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"anomalous to make train/val/test; add rows"
         )
     return X.astype(np.float32), y
+
+
+def read_rows(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows X (n, dim) of an .npz to score, and its labels y when it has them; X must be real numbers
+    (a DataError otherwise; their shape and values are the detector's to check)."""
+    fix = f"expected an .npz with an array X (n, {dim}) (and optionally labels y)"
+    arrays, keys = read_arrays(path, ("X", "y"), fix)
+    if "X" not in arrays:
+        raise DataError(f"{path}: array 'X' missing (found {keys}), {fix}; re-export it")
+    X = arrays["X"]
+    if X.dtype.kind not in "iuf":
+        raise DataError(f"{path}: X is {X.dtype}, {fix} of real numbers; re-export it")
+    return X, arrays.get("y")
 
 
 def load_features(path: str | os.PathLike, seed: int = 0) -> FeatureSplits:
