@@ -21,12 +21,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 test: $(VENV)/.installed
 	@scratch=$$(mktemp -d); \
 	ALGAN_RUNS=$$scratch/runs ALGAN_RESULTS=$$scratch/results MPLBACKEND=Agg \
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env -p no:cacheprovider; \
+	$(BIN)/python -m pytest tests $(NOTEBOOKS) --ignore=tests/browser --nbval-lax --nbval-current-env \
+		-p no:cacheprovider; \
 	status=$$?; rm -rf $$scratch; exit $$status
 	$(MAKE) book
+	$(BIN)/python -m pytest tests/browser -p no:cacheprovider   # the built book in headless Chromium
 
 # Builds the HTML from the stored executed pages in book/: no training at build time.
 book: $(VENV)/.installed
+	$(BIN)/python tools/tidy_pages.py book/pages/*.ipynb
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 
@@ -36,6 +39,7 @@ reproduce: $(VENV)/.installed
 		echo "== $$nb ($(PROFILE))"; \
 		$(BIN)/papermill $$nb book/pages/$$(basename $$nb) -p profile $(PROFILE) --cwd notebooks -k python3 || exit 1; \
 	done
+	$(BIN)/python tools/tidy_pages.py book/pages/*.ipynb
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_algan.py

@@ -284,10 +284,11 @@ def ledger(profile: str, results_dir=None, frames: Optional[dict] = None) -> pd.
     return frame
 
 
-def ledger_table(frame: pd.DataFrame, link_prefix: str = "pages/") -> pd.DataFrame:
+def ledger_table(frame: pd.DataFrame, link: str = "pages/{page}.ipynb") -> pd.DataFrame:
     """The display: one row per claim, one column per reading holding "status: ours, difference"; claims
     whose judgement does not depend on the reading (features, speed) show "same" under `literal`. Each
-    claim links to its page at `link_prefix` + page (the landing page: "pages/"; a page beside them: "")."""
+    claim links to its page, `link` formatted with the page's name (the landing page's source links to
+    the notebooks; a notebook's Markdown output is not resolved by the build, so it links "{page}.html")."""
     def cell(r):
         text = f"**{r.status}**" + (f": {r.ours}" if r.ours != "-" else "")
         return text + (f"; difference {r.difference}" if r.difference != "-" else "")
@@ -296,7 +297,7 @@ def ledger_table(frame: pd.DataFrame, link_prefix: str = "pages/") -> pd.DataFra
     for (page, claim, theirs), g in frame.groupby(["page", "claim", "paper"], sort=False):
         cells = {r.reading: cell(r) for r in g.itertuples()}
         same = len(set(cells.values())) == 1
-        out.append({"claim": f"{claim} ([page]({link_prefix}{page}.ipynb))", "the paper": theirs,
+        out.append({"claim": f"{claim} ([page]({link.format(page=page)}))", "the paper": theirs,
                     "active reading": cells["active"], "literal reading": "same" if same else cells["literal"]})
     return pd.DataFrame(out)
 

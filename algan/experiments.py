@@ -68,6 +68,7 @@ METHODS: dict[str, Callable] = {"algan": partial(fit_estimator, ALGAN), "knn": f
                                 "alocc": partial(fit_estimator, ALOCC)}
 METHOD_LABELS = {"algan": "ALGAN-image", "knn": "raw-pixel kNN (reference)", "ganomaly": "GANomaly",
                  "skip_ganomaly": "Skip-GANomaly", "alocc": "ALOCC"}
+DATASET_LABELS = {"mvtec": "MVTec-AD", "mtd": "MTD", "coil100": "COIL-100"}
 READING_TAGS = ("active",)  # readings other than "literal" that a table shows as methods of their own
 
 
@@ -256,14 +257,15 @@ def summarize(tidy: pd.DataFrame, metric: str = "test_auroc") -> pd.DataFrame:
     return out
 
 
-def interval(mean: float, std: float, n: int, level: float = 0.95) -> str:
-    """The `level` confidence interval of a mean over n seeds (Student's t), as "[lo, hi]"; "-" below 2 seeds."""
+def interval(mean: float, std: float, n: int, level: float = 0.95, bounds=(0.0, 1.0)) -> str:
+    """The `level` confidence interval of a mean over n seeds (Student's t), as "[lo, hi]", cut to `bounds`
+    (an AUROC's [0, 1]); "-" below 2 seeds."""
     from scipy import stats
 
     if n is None or n < 2 or pd.isna(std):
         return "-"
     half = stats.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n)
-    return f"[{mean - half:.3f}, {mean + half:.3f}]"
+    return f"[{max(mean - half, bounds[0]):.3f}, {min(mean + half, bounds[1]):.3f}]"
 
 
 def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
@@ -435,27 +437,61 @@ def split_missing(tidy: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, list[
     return tidy[~missing], notes
 
 
-def auroc_table(summary: pd.DataFrame, by: str = "method") -> pd.DataFrame:
-    """A page's table from `summarize`: one 'mean ± std' column per method (or reading) for each
-    data set / category, then the paper's ALGAN-image number and ours minus the paper's."""
+def auroc_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A page's table from `summarize`, one row per data set / category, method and reading: test AUROC
+    mean ± std over seeds, its 95 % interval (Student's t over the seeds), the paper's ALGAN-image
+    number where it survives and ours minus it. Long rather than one column per method, so it fits the
+    page's column however many methods and readings it holds."""
     def cell(mean, std, n):
         if pd.isna(mean):
-            return "lost" if n is None else "-"
-        return f"{mean:.3f}" if pd.isna(std) or (n is not None and n < 2) else f"{mean:.3f} ± {std:.3f}"
+            return "-"
+        return f"{mean:.3f}" if pd.isna(std) or n < 2 else f"{mean:.3f} ± {std:.3f}"
 
-    key = ["dataset", "category"]
-    s = summary.assign(column=[method_label(v) if by == "method" else v for v in summary[by]],
-                       cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
-    table = s.pivot(index=key, columns="column", values="cell")[list(dict.fromkeys(s["column"]))]
-    table.insert(0, "seeds", s.groupby(key, sort=False)["seeds"].max())
-    ref = s.dropna(subset=["paper_mean"]).drop_duplicates(key).set_index(key)
-    table["paper (ALGAN-image)"] = [cell(ref.at[k, "paper_mean"], ref.at[k, "paper_std"], None) if k in ref.index
-                                    else "lost" for k in table.index]
-    diff = s.dropna(subset=["difference"]).pivot(index=key, columns="column", values="difference")
-    for col in [c for c in table.columns if c in diff]:  # in the table's order
-        table[f"{col} − paper"] = diff[col].reindex(table.index).map(lambda d: "" if pd.isna(d) else f"{d:+.3f}")
-    table.columns.name = None
-    return table
+    rows = []
+    for r in summary.itertuples():
+        base, _, tag = r.method.partition(" [")
+        theirs = "lost" if pd.isna(r.paper_mean) else f"{r.paper_mean:.3f} ± {r.paper_std:.3f}"
+        name = r.category if isinstance(r.category, str) else r.dataset
+        rows.append({"data set": DATASET_LABELS.get(name, name),
+                     "method": METHOD_LABELS.get(base, base),
+                     "reading": tag.rstrip("]") if tag else ("-" if base == "knn" else "literal"),
+                     "seeds": int(r.seeds), "test AUROC": cell(r.mean, r.std, r.seeds),
+                     "95 % interval": interval(r.mean, r.std, r.seeds),
+                     "paper": theirs if base == "algan" else "",
+                     "ours − paper": "" if pd.isna(r.difference) else f"{r.difference:+.3f}"})
+    return pd.DataFrame(rows, columns=["data set", "method", "reading", "seeds", "test AUROC", "95 % interval",
+                                       "paper", "ours − paper"])
+
+
+def split_sizes(tidy: pd.DataFrame, runs_dir=None) -> str:
+    """One line per data set / category of a page: its test and validation splits' normal / anomalous
+    counts (from a run's scores.csv), the AUROC step they allow, 1 / (normal x anomalous), and the most one
+    normal image can move it, 1 / normal."""
+    root = Path(runs_dir or results.default_runs_dir())
+    lines = []
+    runs = tidy.dropna(subset=["run"]).drop_duplicates(["dataset", "category"]) if "run" in tidy else tidy.iloc[:0]
+    for r in runs.itertuples():
+        path = root / r.run / "scores.csv"
+        if not path.is_file():
+            continue
+        scores = pd.read_csv(path)
+        parts = []
+        for split in ("test", "val"):
+            labels = scores.loc[scores["split"] == split, "label"]
+            normal, anomalous = int((labels == 0).sum()), int((labels == 1).sum())
+            if normal and anomalous:
+                parts.append(f"{'validation' if split == 'val' else split} {normal} normal / {anomalous} anomalous "
+                             f"images (AUROC in steps of {1 / (normal * anomalous):.2g}; one normal image can move "
+                             f"it by up to {1 / normal:.2g})")
+        name = r.category if isinstance(r.category, str) else r.dataset
+        name = DATASET_LABELS.get(name, name)
+        lines.append(f"{name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def show(table: pd.DataFrame):
+    """A table as the book shows it: no index column, cells as they are."""
+    return table.style.hide(axis="index")
 
 
 def run_histories(tidy: pd.DataFrame, runs_dir=None) -> pd.DataFrame:

@@ -82,15 +82,15 @@ def summary_rows() -> pd.DataFrame:
     return E.summarize(tidy)
 
 
-def test_auroc_table_puts_methods_in_columns_beside_the_paper():
+def test_auroc_table_has_a_row_per_method_beside_the_paper():
     table = E.auroc_table(summary_rows())
-    row = table.loc[("mvtec", "bottle")]
-    assert row["seeds"] == 3
-    assert row["ALGAN-image"] == "0.920 ± 0.020"
-    assert row[E.METHOD_LABELS["knn"]] == "0.800 ± 0.000"
-    assert row["paper (ALGAN-image)"] == "0.948 ± 0.024"
-    assert row["ALGAN-image − paper"] == "-0.028"
-    assert f"{E.METHOD_LABELS['knn']} − paper" not in table  # the paper has no kNN number
+    algan, knn = (table[table["method"] == name].iloc[0] for name in ("ALGAN-image", E.METHOD_LABELS["knn"]))
+    assert algan["data set"] == "bottle" and algan["seeds"] == 3 and algan["reading"] == "literal"
+    assert algan["test AUROC"] == "0.920 ± 0.020"
+    assert algan["95 % interval"] == "[0.870, 0.970]"  # 0.920 ± t(0.975, 2) * 0.020 / sqrt(3)
+    assert algan["paper"] == "0.948 ± 0.024" and algan["ours − paper"] == "-0.028"
+    assert knn["test AUROC"] == "0.800 ± 0.000" and knn["reading"] == "-"
+    assert knn["paper"] == "" and knn["ours − paper"] == ""  # the paper has no kNN number
 
 
 def test_split_missing_keeps_results_and_names_each_missing_data_set_once():
@@ -119,3 +119,20 @@ def test_rank_among_gans_names_the_methods_above():
                             "mean": [0.55, 0.60, 0.49]})
     assert E.rank_among_gans(summary) == "mtd: ALGAN-image ranks 2 of 3 GAN methods (above it: GANomaly)."
     assert E.rank_among_gans(summary[summary["method"] != "ganomaly"]).endswith("ranks 1 of 2 GAN methods (best).")
+
+
+def test_split_sizes_counts_each_split_and_its_auroc_step(tmp_path):
+    run = tmp_path / "abc"
+    run.mkdir()
+    pd.DataFrame({"split": ["test"] * 5 + ["val"] * 3, "label": [0, 0, 1, 1, 1, 0, 1, 1],
+                  "score": 0.0}).to_csv(run / "scores.csv", index=False)
+    tidy = pd.DataFrame({"dataset": ["mtd"], "category": [None], "run": ["abc"]})
+    line = E.split_sizes(tidy, runs_dir=tmp_path)
+    assert line.startswith("MTD: test 2 normal / 3 anomalous images (AUROC in steps of 0.17; one normal image "
+                           "can move it by up to 0.5)")
+    assert "validation 1 normal / 2 anomalous" in line
+
+
+def test_an_aurocs_interval_stays_inside_0_and_1():
+    assert E.interval(0.95, 0.05, 3) == "[0.826, 1.000]"  # 0.95 + 4.30 * 0.05 / sqrt(3) = 1.074, cut at 1
+    assert E.interval(0.9, 0.1, 1) == "-"
