@@ -10,7 +10,8 @@ count as means over its 10 runs):
   (2 SE at most that), else *inconclusive*; "comparable" is a value claim of a difference of 0;
 - a claim of a level ("level": every method at or above it) is reproduced when every mean clears it by
   2 SE, not reproduced when one falls 2 SE or more below it, else inconclusive;
-- a speed claim is one measuring run, judged by its direction alone;
+- a speed claim is one measuring run, judged by its direction alone; a claim that *all* of a kind of
+  image are flagged is reproduced only if every image of every seed was;
 - a claim without the runs to judge it is *not tested*.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ VALUE_TOLERANCE = 0.05
 STATUSES = ("reproduced", "not reproduced", "inconclusive", "not tested")
 READINGS = ("active", "literal")  # the ledger's columns: the mechanisms' reading first
 PAGES = {"table1": "table1_mvtec", "table2": "table2_features", "table3": "table3_mtd", "table4": "table4_coil100",
-         "table5_speed": "table5_speed", "table7": "table7_ablation", "tables8_11": "tables8_11_hyperparameters"}
+         "table5_speed": "table5_speed", "fig7_stability": "fig7_stability", "table7": "table7_ablation",
+         "tables8_11": "tables8_11_hyperparameters", "robustness": "robustness"}
 GANS = ("ganomaly", "skip_ganomaly", "alocc")
 FEATURE_METHODS = ("algan_feature", "patchcore_25", "patchcore_10", "patchcore_1", "padim", "spade", "mahalanobis",
                    "differnet")  # Table 5's feature rows (algan.timing.FEATURE_METHODS, which imports the models)
@@ -103,24 +105,25 @@ def _missing(methods) -> dict:
 
 # ---- reading the saved CSVs ------------------------------------------------------------------------
 def load(profile: str, results_dir=None) -> dict[str, pd.DataFrame]:
-    """The pages' saved test-AUROC rows (and Table 5's timing), by CSV name; absent CSVs are left out."""
+    """The pages' saved rows, by CSV name; absent CSVs are left out."""
     from .experiments import RESULTS_DIR
 
     base, frames = Path(results_dir or RESULTS_DIR), {}
     for name in PAGES:
         path = base / f"{name}_{profile}.csv"
         if path.exists():
-            frame = pd.read_csv(path)
-            frames[name] = frame if name == "table5_speed" else frame[frame["metric"] == "test_auroc"]
+            frames[name] = pd.read_csv(path)
     return frames
 
 
-def _per_seed(frame: Optional[pd.DataFrame], reading: Optional[str] = None, **where) -> dict:
-    """stats over seeds of the rows matching `where` (a value or a tuple of allowed values) under a reading;
-    rows without a reading of their own (kNN) count under every reading; several categories: their mean."""
+def _per_seed(frame: Optional[pd.DataFrame], reading: Optional[str] = None, metric: str = "test_auroc",
+              **where) -> dict:
+    """stats over seeds of the `metric` rows matching `where` (a value or a tuple of allowed values) under a
+    reading; rows without a reading of their own (kNN) count under every reading; several categories: their
+    mean."""
     if frame is None or frame.empty:
         return stats([])
-    keep = pd.Series(True, index=frame.index)
+    keep = frame["metric"] == metric
     for key, value in where.items():
         keep &= frame[key].isin(value if isinstance(value, tuple) else (value,))
     if reading is not None and "reading" in frame:
@@ -157,7 +160,8 @@ def _coil_level(f, reading, level: float = 0.95):
     frame = f.get("table4")
     if frame is None:
         return NOT_TESTED
-    parts = {m: _per_seed(frame, reading, method=m) for m in dict.fromkeys(frame["method"])}
+    methods = dict.fromkeys(frame.loc[frame["metric"] == "test_auroc", "method"])  # not the pages' notes
+    parts = {m: _per_seed(frame, reading, method=m) for m in methods}
     if not all(p["n"] for p in parts.values()):
         return _missing(m for m, p in parts.items() if not p["n"])
     worst = min(parts, key=lambda m: parts[m]["mean"])
@@ -225,6 +229,42 @@ def _study(study: str, better: dict, worse: dict) -> Callable:
     return judge
 
 
+def _steadier(category: str) -> Callable:
+    """ALGAN-image's validation AUROC moves less within a run (std over its second half) than that of the
+    steadiest other GAN method: the difference, theirs minus ours, should be positive."""
+    def judge(f, reading):
+        frame = f.get("fig7_stability")
+        if frame is None or reading != "literal":
+            return NOT_TESTED if frame is None else _row("not tested", "made from the literal runs only")
+        part = frame[frame["category"] == category]
+        get = lambda m: _per_seed(part, None, metric="within_run_std", method=m)  # noqa: E731
+        ours, others = get("ALGAN-image"), {m: get(m) for m in ("GANomaly", "Skip-GANomaly", "ALOCC")}
+        missing = [m for m, p in {"ALGAN-image": ours, **others}.items() if not p["n"]]
+        if missing:
+            return _missing(missing)
+        best = min(others, key=lambda m: others[m]["mean"])
+        d, se = others[best]["mean"] - ours["mean"], se_of(ours, others[best])
+        return _row(effect_status(d, se), f"within-run std {fmt(ours)}; steadiest other: {best} "
+                                          f"{fmt(others[best])}", d, se)
+    return judge
+
+
+def _all_flagged(prefix: str) -> Callable:
+    """Every image of the groups named `prefix...` flagged as anomalous, in every seed."""
+    def judge(f, reading):
+        frame = f.get("robustness")
+        if frame is None or reading != "literal":
+            return NOT_TESTED if frame is None else _row("not tested", "scored with the literal models only")
+        part = frame[frame["group"].str.startswith(prefix) & (frame["metric"] == "flagged")]
+        if part.empty:
+            return NOT_TESTED
+        missed = ((1 - part["value"]) * part["images"]).round().sum()
+        return _row("reproduced" if missed == 0 else "not reproduced",
+                    f"{int(missed)} of {int(part['images'].sum())} images not flagged "
+                    f"({part['seed'].nunique()} seeds; lowest share flagged {part['value'].min():.3f})")
+    return judge
+
+
 def _ablation_claims():
     out = []
     for category, data in (("bottle", "MVTec bottle"), ("mtd", "MTD")):
@@ -259,6 +299,10 @@ CLAIMS = [
      "10.4-54.6 x (A100)", _speed("x_algan_image", "algan", ("algan", *GANS))),
     ("table5_speed", "The other feature methods take longer per image than ALGAN-feature (batch 1)",
      "1.3-2.2 x (A100)", _speed("x_algan_feature", "algan_feature", FEATURE_METHODS)),
+    ("fig7_stability", "ALGAN-image validates more steadily than the other GAN methods (MVTec bottle)",
+     "stable, the others not (Figure 7, transistor)", _steadier("bottle")),
+    ("fig7_stability", "ALGAN-image validates more steadily than the other GAN methods (MTD)",
+     "stable, the others not (Figure 7, transistor)", _steadier("mtd")),
     *_ablation_claims(),
     ("tables8_11", "sigma = 4 beats sigma = 2 (bottle)", "0.948 vs 0.859",
      _study("sigma", {"sigma": 4.0}, {"sigma": 2.0})),
@@ -268,6 +312,9 @@ CLAIMS = [
      _study("n_z", {"n_z": 2}, {"n_z": 1})),
     ("tables8_11", "n_dis = 2 beats a very large n_dis (8; bottle)", "text: slightly worse when very large",
      _study("n_dis", {"n_dis": 2}, {"n_dis": 8})),
+    ("robustness", "Every fake-anomalous sample of sigma 5-8 is flagged (bottle, trained at sigma 4)", "all (Sec. V-G)",
+     _all_flagged("fake-anomalous")),
+    ("robustness", "Every CutPaste-style image is flagged (bottle)", "all (Sec. V-G)", _all_flagged("CutPaste")),
 ]
 
 
@@ -324,9 +371,9 @@ def write_ledger(profile: str, results_dir=None) -> tuple[pd.DataFrame, Path]:
     base = Path(results_dir or RESULTS_DIR)
     frame = ledger(profile, base)
     write_csv(base / f"claims_{profile}.csv", frame)
-    c = counts(frame)
-    summary = (f"Under the `active` reading, of {len(CLAIMS)} claims: " +
-               ", ".join(f"{n} {s}" for s, n in c.items() if n) + f" (profile `{profile}`).\n\n")
+    summary = f"Of {len(CLAIMS)} claims, at profile `{profile}`: " + "; ".join(
+        f"under the `{r}` reading " + ", ".join(f"{n} {s}" for s, n in counts(frame, r).items() if n)
+        for r in READINGS) + ".\n\n"
     md = base / f"claims_{profile}.md"
     write_text(md, summary + to_markdown(ledger_table(frame)))
     return frame, md

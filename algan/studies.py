@@ -295,18 +295,29 @@ def stability_histories(profile: str, seeds=None, data_root=None, runs_dir=None,
     return hist, log
 
 
+def stability_rows(history: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows per run (the page's CSV): its first and final validation AUROC and the std of its
+    validation AUROC over the second half of its evaluations (nan with fewer than two there)."""
+    rows = []
+    for (dataset, category, method, seed, run), g in history.groupby(
+            ["dataset", "category", "method", "seed", "run"], sort=False, dropna=False):
+        v = g.sort_values("epoch")["val_auroc"]
+        half = v.iloc[len(v) // 2:]
+        for metric, value in (("first_val_auroc", v.iloc[0]), ("final_val_auroc", v.iloc[-1]),
+                              ("within_run_std", half.std() if len(half) > 1 else math.nan)):
+            rows.append({"dataset": dataset, "category": category, "method": method, "seed": seed, "run": run,
+                         "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows)
+
+
 def stability_spread(history: pd.DataFrame) -> pd.DataFrame:
     """Per method and category: the final validation AUROC (mean, std over seeds) and how much it moves
     during training (the std over the second half of the evaluations, averaged over seeds)."""
     rows = []
-    for (category, method), g in history.groupby(["category", "method"], sort=False):
-        firsts, finals, wobble = [], [], []
-        for _, run in g.groupby("run"):
-            run = run.sort_values("epoch")
-            firsts.append(run["val_auroc"].iloc[0])
-            finals.append(run["val_auroc"].iloc[-1])
-            half = run["val_auroc"].iloc[len(run) // 2:]
-            wobble.append(half.std() if len(half) > 1 else math.nan)
+    per_run = stability_rows(history)
+    for (category, method), g in per_run.groupby(["category", "method"], sort=False):
+        firsts, finals, wobble = (g.loc[g["metric"] == m, "value"].to_numpy()
+                                  for m in ("first_val_auroc", "final_val_auroc", "within_run_std"))
         rows.append({"category": category, "method": method, "seeds": len(finals),
                      "first val AUROC": float(np.mean(firsts)),
                      "final val AUROC": cell(np.mean(finals), np.std(finals, ddof=1) if len(finals) > 1 else math.nan),
@@ -407,6 +418,21 @@ def run_robustness(profile: str = "cpu", seed: int = 0, *, sigmas=(5.0, 6.0, 7.0
         return metrics
 
     return results.cached_run(args, execute, runs_dir, device=device)
+
+
+def robustness_rows(runs: list[dict]) -> pd.DataFrame:
+    """Tidy rows per seed and group (the page's CSV): the share flagged at the threshold, the group's
+    size and, for the anomalous groups, the AUROC against the normal test images."""
+    rows = []
+    for r in runs:
+        counts = pd.read_csv(r["folder"] / "scores.csv")["group"].value_counts()
+        for name in r["metrics"]["groups"]:
+            base = {"group": name, "seed": r["config"]["args"]["seed"], "run": r["folder"].name,
+                    "images": int(counts.get(name, 0))}
+            rows.append({**base, "metric": "flagged", "value": r["metrics"][f"flagged: {name}"]})
+            if f"auroc: {name}" in r["metrics"]:
+                rows.append({**base, "metric": "auroc", "value": r["metrics"][f"auroc: {name}"]})
+    return pd.DataFrame(rows)
 
 
 def robustness_table(runs: list[dict]) -> pd.DataFrame:

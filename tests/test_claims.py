@@ -94,3 +94,27 @@ def test_the_speed_claim_reads_every_feature_method_of_table5():
     from algan import timing
 
     assert claims.FEATURE_METHODS == timing.FEATURE_METHODS
+
+
+def test_stability_and_robustness_rows():
+    stab = pd.DataFrame([{"category": "mtd", "method": m, "seed": s, "metric": "within_run_std", "value": v}
+                         for m, vals in (("ALGAN-image", [0.01, 0.011, 0.012]), ("GANomaly", [0.05, 0.05, 0.06]),
+                                         ("Skip-GANomaly", [0.04, 0.045, 0.05]), ("ALOCC", [0.09, 0.1, 0.1]))
+                         for s, v in enumerate(vals)])
+    rob = pd.DataFrame([{"group": g, "seed": s, "metric": "flagged", "value": v, "images": 10}
+                        for g, v in (("fake-anomalous, sigma = 5", 1.0), ("CutPaste (from normal test)", 0.9))
+                        for s in range(3)])
+    frame = claims.ledger("cpu", frames={"fig7_stability": stab, "robustness": rob})
+    steady = _status(frame, "ALGAN-image validates more steadily than the other GAN methods (MTD)", "literal")
+    assert steady["status"] == "reproduced" and "Skip-GANomaly" in steady["ours"]  # the steadiest other one
+    assert _status(frame, "Every fake-anomalous sample", "literal")["status"] == "reproduced"
+    cut = _status(frame, "Every CutPaste-style image", "literal")
+    assert cut["status"] == "not reproduced" and cut["ours"].startswith("3 of 30 images not flagged")
+    assert _status(frame, "Every CutPaste-style image", "active")["status"] == "not tested"
+
+
+def test_a_pages_note_row_is_not_a_method():
+    table4 = _image_page("coil100", "coil100", [0.99, 0.995, 0.99], {"knn": [0.99, 0.99, 0.995]})
+    note = {"dataset": "coil100", "method": "algan,ganomaly", "metric": "missing_data", "value": None}
+    frame = claims.ledger("cpu", frames={"table4": pd.concat([table4, pd.DataFrame([note])])})
+    assert _status(frame, "Every method is almost perfect", "literal")["status"] == "reproduced"
