@@ -401,6 +401,28 @@ def check_page_parameters(namespace: dict, allowed: Iterable[str]) -> None:
         check_profile(namespace["profile"])
 
 
+def _frame_html(frame: pd.DataFrame) -> str:
+    """A DataFrame as a page shows it: a named index becomes columns, the bare 0..n one is not shown."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    return frame.style.hide(axis="index").format(precision=3, na_rep="-").to_html()
+
+
+def page_style() -> None:
+    """Called by each page after its seaborn theme: figure text sized to be read at the page's width (a
+    figure a page shows is scaled to its ~690 px column), DataFrames without a bare index."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"font.size": 13, "axes.titlesize": 13, "axes.labelsize": 13, "xtick.labelsize": 12,
+                         "ytick.labelsize": 12, "legend.fontsize": 12, "legend.title_fontsize": 12})
+    try:
+        from IPython import get_ipython
+    except ImportError:  # not in a notebook: nothing to register
+        return
+    if get_ipython() is not None:
+        get_ipython().display_formatter.formatters["text/html"].for_type(pd.DataFrame, _frame_html)
+
+
 def provenance_summary(frame: pd.DataFrame, runs_dir=None, labels: Optional[dict] = None) -> str:
     """One line for a page: profile, seeds, device, commit, when the runs finished, wall time per run."""
     labels = METHOD_LABELS if labels is None else labels

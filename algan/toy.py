@@ -78,8 +78,9 @@ def decision_grid(det: ALGAN, lim: float = 6.0, steps: int = 121):
     return xx, yy, scores
 
 
-def plot_toy(res: ToyResult, ax=None, n_points: int = 400, title: str | None = None):
-    """Figure 3: real-normal, fake-normal, fake-anomalous points and D's decision contour."""
+def plot_toy(res: ToyResult, ax=None, n_points: int = 400, title: str | None = None, legend: bool = True):
+    """Figure 3: real-normal, fake-normal, fake-anomalous points and D's decision contour (legend=False
+    leaves the legend to the caller, e.g. one for a row of panels)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
@@ -94,9 +95,10 @@ def plot_toy(res: ToyResult, ax=None, n_points: int = 400, title: str | None = N
     ax.scatter(*fake_n.T, s=6, c="tab:green", label="fake normal, z ~ N(0, I)")
     ax.scatter(*fake_a.T, s=6, c="tab:red", label=f"fake anomalous, sigma = {det.config.train.sigma:g}")
     ax.add_patch(Circle((0, 0), RING_RADIUS, fill=False, ls="--", color="gray"))
-    ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal",
+    ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", xlabel="$x_1$", ylabel="$x_2$",
            title=title or f"test AUROC (normal vs ring r=4) = {res.test_auroc:.3f}")
-    ax.legend(loc="upper right", fontsize=7)
+    if legend:
+        ax.legend(loc="upper right")
     ax.figure.colorbar(filled, ax=ax, shrink=0.7, label="anomaly score -D(x)")
     return ax
 
