@@ -138,7 +138,10 @@ class ALGAN(BaseDetector):
     # ---- fitting -----------------------------------------------------------------------------
     def fit(self, X, *, X_val=None, y_val=None,
             augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None) -> "ALGAN":
-        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold."""
+        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold.
+
+        On a CPU the result depends on torch's thread count, which is the caller's here (not pinned as in
+        the run cache, `results.run_threads`): call `torch.set_num_threads(n)` first to repeat a run exactly."""
         x = as_tensor(X, "X", images=np.ndim(X) == 4)
         self.config = self._config_for(x)
         if self.config.model.kind == "feature":

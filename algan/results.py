@@ -4,6 +4,11 @@ A run's folder is named by a hash of its sorted arguments (DomainBed style). It 
 `config.json` (arguments + provenance), `metrics.json`, any other files the run writes, and a
 `done` marker written last: a folder without `done` is an interrupted run and is redone (from its
 training state, `algan.resume`, where it left one); a folder with it is never redone.
+
+A run's hash determines its result: every run of the cache trains with the same number of torch
+(intra-op) threads, `run_threads()` (1 unless `ALGAN_RUN_THREADS` says otherwise), whatever the calling
+process or executor set, because CPU kernels split their reductions by thread and so round differently.
+The count is in the run's provenance, not in its hash. A user's own `ALGAN().fit(...)` is not pinned.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_THREADS_ENV = "ALGAN_RUN_THREADS"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -101,6 +107,7 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
     return {
         "commit": git_commit(),
         "device": device_name(device),
+        "torch_threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -111,6 +118,27 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 # ---- run cache ---------------------------------------------------------------------------
+def run_threads() -> int:
+    """The torch threads of every run of the cache: $ALGAN_RUN_THREADS, default 1 (the count the cached
+    runs of results/runs were made with; another count gives other scores under the same hash)."""
+    text = os.environ.get(RUN_THREADS_ENV, "1")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{RUN_THREADS_ENV}={text!r}: expected a positive whole number of torch threads per run")
+    return int(text)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to `n` in the block (None: left as it is), restored after."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def config_hash(args: dict[str, Any]) -> str:
     text = json.dumps(args, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -148,7 +176,7 @@ def _same_settings(stored: dict[str, Any], resolved: dict[str, Any]) -> bool:
 
 def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
                device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None,
-               checkpoint_every: int | None = None) -> dict[str, Any]:
+               checkpoint_every: int | None = None, pin_threads: bool = True) -> dict[str, Any]:
     """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
 
     `config.json` gets the arguments, the fully `resolved` settings and provenance; `metrics.json`
@@ -157,9 +185,13 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
     With `checkpoint_every` (for an `fn` that trains one model), the training loop writes its state
     to the folder's `resume.TRAINING_STATE` that often (in epochs; 0: on SIGTERM / SIGINT only); an
     interrupted run keeps that file and continues from it, and a finished run deletes it.
+    `fn` runs with `run_threads()` torch threads, the caller's count restored after (`pin_threads=False`:
+    the caller's count, for a task that measures the machine as it is, `timing`); config.json's
+    provenance records the count (`torch_threads`, and in `device` on a CPU).
     """
     from . import resume
 
+    threads = run_threads() if pin_threads else None  # a bad $ALGAN_RUN_THREADS stops here, before any work
     folder = run_dir(args, runs_dir)
     if is_done(folder):
         run = load_run(folder)
@@ -172,16 +204,17 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
         if not (keep and path == state):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
-    write_json(folder / "config.json", meta)
-    start = time.perf_counter()
-    if checkpoint_every is None:
-        metrics = fn(folder)
-    else:
-        with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
-                                  checkpoint_every):
+    with torch_threads(threads):
+        meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
+        write_json(folder / "config.json", meta)
+        start = time.perf_counter()
+        if checkpoint_every is None:
             metrics = fn(folder)
-        state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
+        else:
+            with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
+                                      checkpoint_every):
+                metrics = fn(folder)
+            state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
     meta["wall_seconds"] = round(time.perf_counter() - start, 3)
     meta["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json(folder / "config.json", meta)
