@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -58,7 +59,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """`data` as JSON; NaN and infinities are written as null (json.dumps would write NaN: not JSON)."""
+    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=True, default=_json_default,
+                                allow_nan=False) + "\n")
 
 
 def write_csv(path: str | Path, frame) -> None:
@@ -69,6 +72,69 @@ def write_csv(path: str | Path, frame) -> None:
 def torch_save(obj: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path):
+    """Yield a temporary folder to write a run's files into; if the block succeeds, a `done` marker is
+    written last and the files become `path`'s. When `path` is absent the temporary folder is made beside
+    it and renamed to it at once; into an existing folder, `path/done` is removed first, then the files are
+    moved in one by one (each move atomic) and `done` last. A failure leaves `path` as it was (nothing, when
+    it was not there) and removes the temporary folder; a killed process leaves only that hidden folder
+    (`.<name>.*.partial`, or `.partial.*` inside `path`), never a `path` that looks done."""
+    path = Path(path)
+    exists = path.is_dir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path if exists else path.parent,
+                                prefix=".partial." if exists else f".{path.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        write_text(tmp / "done", datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
+        if not exists:
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+            os.rename(tmp, path)
+        else:
+            (path / "done").unlink(missing_ok=True)  # an earlier output's: not done until every file is in
+            for file in sorted(tmp.iterdir(), key=lambda f: f.name == "done"):
+                os.replace(file, path / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(path: str | Path, need_bytes: int = 0, what: str = "--out") -> None:
+    """Before any work: `path` (a folder, made later if absent) can be written and its file system has
+    `need_bytes` free. Writing is tested by creating and removing a probe file (file modes alone do not
+    tell: root ignores them). A ValueError of one line naming `what` and the folder otherwise."""
+    path = Path(path)
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent  # the nearest folder that is there: the output is made inside it
+    if not base.is_dir():
+        raise ValueError(f"{what} {path}: {base} is a file, expected a folder (or a path to make one at)")
+    probe = base / f".algan-probe-{os.getpid()}"
+    try:
+        write_text(probe, "")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot write in {base} ({err.strerror or type(err).__name__}); "
+                         "choose a folder you can write") from None
+    free = shutil.disk_usage(base).free
+    if free < need_bytes:
+        raise ValueError(f"{what} {path}: {free / 2**20:.0f} MiB free on the disk of {base}, expected at least "
+                         f"{need_bytes / 2**20:.0f} MiB for the run; free some space or choose another folder")
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf) as None, for JSON."""
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist") and not isinstance(obj, (int, bool)):  # numpy / torch scalars and arrays
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any):

@@ -208,6 +208,18 @@ def check_data(specs: list[RunSpec], data_root=None) -> Path:
     return root
 
 
+def check_runs_dir(specs: list[RunSpec], runs_dir: Path) -> None:
+    """The runs folder can be written and has room for the largest run of the sweep (one run at a time
+    needs its training state; a finished run keeps less)."""
+    from .detector import run_disk_bytes
+
+    configs = {json.dumps([s.kwargs["profile"], s.kind, s.kwargs["overrides"]], sort_keys=True)
+               for s in specs if s.method in CONFIG_METHODS}
+    need = max((run_disk_bytes(make_profile(p, kind=k, **o)) for p, k, o in map(json.loads, configs)),
+               default=64 * 2**20)
+    results.check_output_dir(runs_dir, need, "--runs-dir")
+
+
 def load_grid(path) -> Any:
     """A grid file: JSON, or YAML when PyYAML is installed."""
     path = Path(path)
@@ -319,14 +331,23 @@ def _one_line(err: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+UNRECORDED = "failed.json not written"  # ends the line of a failure that could not be recorded
+
+
 def record_failure(folder: Path, err: BaseException) -> str:
-    """Write `failed.json` (error type, message, traceback, time, host) atomically; return its line."""
-    results.write_json(folder / FAILED, {
-        "error": type(err).__name__, "message": str(err),
-        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "pid": os.getpid()})
-    return _one_line(f"{type(err).__name__}: {err}")
+    """Write `failed.json` (error type, message, traceback, time, host) atomically; return its line. When
+    that cannot be written either (a full disk, a read-only folder) the line says so, and the sweep
+    goes on: the failure is reported only by the sweep, and the run, without `done`, is redone later."""
+    line = _one_line(f"{type(err).__name__}: {err}")
+    try:
+        results.write_json(folder / FAILED, {
+            "error": type(err).__name__, "message": str(err),
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+            "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "pid": os.getpid()})
+    except OSError as write_err:
+        return f"{line} ({UNRECORDED}: {write_err.strerror or type(write_err).__name__})"
+    return line
 
 
 def failure_line(folder: Path) -> str:
@@ -345,7 +366,12 @@ def run_one(spec: RunSpec, data_root=None, runs_dir=None) -> dict[str, str]:
     """
     folder = spec.folder(runs_dir)
     out = {"hash": spec.hash, "label": spec.label, "error": ""}
-    if not acquire_lock(folder):
+    try:
+        claimed = acquire_lock(folder)
+    except OSError as err:  # the runs folder cannot take the lock file (full, read-only): the next run may
+        return {**out, "state": "failed", "error": _one_line(f"{type(err).__name__}: the run could not be claimed "
+                                                             f"({err.strerror or err}); {UNRECORDED}")}
+    if not claimed:
         return {**out, "state": "running"}
     try:
         if results.is_done(folder):
@@ -440,9 +466,15 @@ class SweepResult:
     def failed(self) -> int:
         return len(self.failures)
 
+    @property
+    def unrecorded(self) -> int:
+        """Failures that could not be written to their run's folder (reported here only)."""
+        return sum(UNRECORDED in failure["error"] for failure in self.failures)
+
     def __str__(self) -> str:
-        return (f"done {self.done} ({self.finished} run now) / running {self.running} / failed {self.failed} "
-                f"of {self.total} runs")
+        unrecorded = f" ({self.unrecorded} not recorded on disk: {UNRECORDED})" if self.unrecorded else ""
+        return (f"done {self.done} ({self.finished} run now) / running {self.running} / failed {self.failed}"
+                f"{unrecorded} of {self.total} runs")
 
 
 def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_root=None, runs_dir=None,
@@ -465,6 +497,7 @@ def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_
     specs = expand_grid(grid, data_root=data_root)
     root = check_data(specs, data_root)
     runs_dir = Path(runs_dir or results.default_runs_dir()).absolute()
+    check_runs_dir(specs, runs_dir)
     result = SweepResult(total=len(specs))
     todo = []
     for spec in specs:
