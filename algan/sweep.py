@@ -10,9 +10,11 @@ book's pages read.
 
 A run is claimed with a lock file beside its folder (`<hash>.lock`, host + pid), so sweeps started
 together never run the same hash; a lock of a dead process on this host is stale and taken over. A
-run that raises leaves `failed.json` (error, traceback, time, host) in its folder and the sweep goes on.
-A run that was killed (or stopped by SIGTERM / SIGINT) continues from the training state in its folder
-(`algan.resume`), not from epoch 1.
+run that raises leaves `failed.json` (error, traceback, time, host) in its folder and the sweep goes on,
+also when failed.json cannot be written (a full disk): the sweep then reports the failure, and says so
+at the end. A run that was killed (or stopped by SIGTERM / SIGINT) continues from the training state in
+its folder (`algan.resume`), not from epoch 1. The runs folder is checked (writable, room for a run)
+before any run starts, and the local pool's workers end with the sweep's process, even on kill -9.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 import typing
@@ -402,16 +407,43 @@ def _serial(todo, data_root, runs_dir, workers) -> Iterator[dict]:
         yield run_one(spec, data_root, runs_dir)
 
 
-def _one_thread() -> None:
-    import torch
-    torch.set_num_threads(1)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when process `parent` ends, however it ends (kill -9 included): on Linux the kernel
+    sends SIGKILL (prctl PR_SET_PDEATHSIG), elsewhere a thread polls the parent every second. A pool
+    worker's run then continues from its training state on the next sweep, as after any kill."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # the parent died before the call above
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="algan-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int, one_thread: bool) -> None:
+    die_with_parent(parent)
+    if one_thread:  # for the data loading and scoring around the runs (runs are pinned: results.run_threads)
+        import torch
+        torch.set_num_threads(1)
 
 
 def _local(todo, data_root, runs_dir, workers) -> Iterator[dict]:
-    """A process pool (spawned: torch and fork do not mix), one torch thread per worker when several."""
+    """A process pool (spawned: torch and fork do not mix), one torch thread per worker when several;
+    the workers end with this process, even when it is killed (`die_with_parent`)."""
     workers = min(workers or usable_cores(), len(todo))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread if workers > 1 else None) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(os.getpid(), workers > 1)) as pool:
         futures = {pool.submit(run_one, spec, data_root, runs_dir): spec for spec in todo}
         for future in as_completed(futures):
             try:
