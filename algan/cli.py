@@ -175,7 +175,7 @@ def cmd_score(args) -> int:
         frame = pd.DataFrame({"row": np.arange(len(x))})
     else:
         files = _collect_images(args.inputs)
-        x = load_images(files, m.image_size, grayscale=(m.channels - 2 * m.extra_channels) == 1)
+        x = load_images(files, m.image_size, grayscale=(m.channels - 2 * m.extra_channels) == 1, progress=True)
         y = [0 if p.parent.name == "good" else (1 if p.parent.parent.name == "test" else None) for p in files]
         frame = pd.DataFrame({"path": [str(p) for p in files]})
     scores = det.decision_function(x)
@@ -306,7 +306,7 @@ def cmd_studies(args) -> int:
 def cmd_data_check(args) -> int:
     from .data.check import check_root, format_report
 
-    frame, ok = check_root(args.root)
+    frame, ok = check_root(args.root, progress=True)
     print(format_report(frame))
     return 0 if ok else 1
 
@@ -417,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="check a data root: counts, decodable files, layout")
-    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/")
+    c = dsub.add_parser("check", help="check a data root or one MVTec-layout folder: counts, decodable files, layout")
+    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/, or one category folder "
+                                "in MVTec layout (train/good, test/good, test/<defect>, optional ground_truth/)")
     c.set_defaults(func=cmd_data_check)
     return p
 
