@@ -80,7 +80,8 @@ def cmd_train(args) -> int:
     from . import results
     from .config import profile
     from .data import load_dataset, load_features
-    from .detector import ALGAN
+    from .data.splits import require_evaluable
+    from .detector import ALGAN, run_disk_bytes
     from .score import auroc
 
     out = Path(args.out)
@@ -89,27 +90,30 @@ def cmd_train(args) -> int:
         raise ValueError(f"--dataset {args.dataset} needs --path: {what}")
     _check_device(args.device)
     overrides = _overrides(args.set)
+    kind = "feature" if args.dataset == "features" else "image"
+    cfg = profile(args.profile, kind=kind, reading=args.reading, **overrides)
+    results.check_output_dir(out, run_disk_bytes(cfg), "--out")  # before the data is read and the model trained
     if args.dataset == "features":
-        cfg = profile(args.profile, kind="feature", reading=args.reading, **overrides)
         data = load_features(args.path, seed=args.seed)
         fit = dict(X_val=data.val.x, y_val=data.val.y)
         x_train, x_test = data.train.x, data.test.x
     else:
-        cfg = profile(args.profile, reading=args.reading, **overrides)
         root = args.path if args.dataset == "folder" else args.data_root
         data = load_dataset(args.dataset, root, category=args.category, image_size=cfg.model.image_size,
                             seed=args.seed)
         cfg = cfg.override(**{"model.extra_channels": data.extra_channels})
         fit = dict(X_val=data.val.x, y_val=data.val.y.numpy(), augment=data.augment)
         x_train, x_test = data.train.x, data.test.x
+    require_evaluable(data, args.path or f"{args.dataset}" + (f"/{args.category}" if args.category else ""))
     det = ALGAN(cfg, seed=args.seed, device=args.device, progress=not args.quiet).fit(x_train, **fit)
     y_test = np.asarray(data.test.y)
     metrics = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "threshold": det.threshold_,
                "test_auroc": auroc(y_test, det.decision_function(x_test))}
-    det.save(out / "model.pt")
-    results.write_csv(out / "history.csv", det.history_)
-    results.write_json(out / "splits.json", {"split_hash": data.split_hash(), "files": data.file_lists()})
-    results.write_json(out / "metrics.json", {**metrics, **results.provenance(det.device)})
+    with results.atomic_folder(out) as folder:  # all files, then `done`, or none (a failure keeps nothing)
+        det.save(folder / "model.pt")
+        results.write_csv(folder / "history.csv", det.history_)
+        results.write_json(folder / "splits.json", {"split_hash": data.split_hash(), "files": data.file_lists()})
+        results.write_json(folder / "metrics.json", {**metrics, **results.provenance(det.device)})
     print(f"best epoch {det.best_epoch_}: val AUROC {det.best_val_auroc_:.4f}, "
           f"test AUROC {metrics['test_auroc']:.4f}; saved {out / 'model.pt'}")
     return 0
@@ -171,7 +175,7 @@ def cmd_score(args) -> int:
         frame = pd.DataFrame({"row": np.arange(len(x))})
     else:
         files = _collect_images(args.inputs)
-        x = load_images(files, m.image_size, grayscale=(m.channels - 2 * m.extra_channels) == 1)
+        x = load_images(files, m.image_size, grayscale=(m.channels - 2 * m.extra_channels) == 1, progress=True)
         y = [0 if p.parent.name == "good" else (1 if p.parent.parent.name == "test" else None) for p in files]
         frame = pd.DataFrame({"path": [str(p) for p in files]})
     scores = det.decision_function(x)
@@ -200,7 +204,7 @@ def cmd_toy(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import toy
+    from . import results, toy
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, kind in zip(axes, ("algan", "plain_gan")):
@@ -209,10 +213,21 @@ def cmd_toy(args) -> int:
         print(f"{name:9s} test AUROC (held-out normal vs ring r=4): {res.test_auroc:.4f}")
         toy.plot_toy(res, ax=ax, title=f"{name}: AUROC {res.test_auroc:.3f}")
     fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    with results.atomic_path(args.out) as tmp:  # the whole figure or none
+        fig.savefig(tmp, dpi=120, format=Path(args.out).suffix[1:] or "png")
     print(f"figure saved to {args.out}")
     return 0
+
+
+def _check_run_folders(cfg, save_as: str | None) -> None:
+    """The run cache (and the results folder a --save-as CSV goes to) can be written, with room for a run."""
+    from . import results
+    from .detector import run_disk_bytes
+    from .experiments import RESULTS_DIR
+
+    results.check_output_dir(results.default_runs_dir(), run_disk_bytes(cfg), "runs folder ($ALGAN_RUNS)")
+    if save_as:
+        results.check_output_dir(RESULTS_DIR, what="results folder ($ALGAN_RESULTS) of --save-as")
 
 
 def cmd_table(args) -> int:
@@ -220,7 +235,7 @@ def cmd_table(args) -> int:
     from .experiments import image_auroc_table, summarize
 
     overrides = _overrides(args.set)
-    profile(args.profile, **overrides)  # bad keys and values stop here, before any run
+    _check_run_folders(profile(args.profile, **overrides), args.save_as)  # bad keys and values stop here too
     tidy = image_auroc_table(args.dataset, profile=args.profile, seeds=args.seeds, methods=args.methods,
                              categories=args.categories, data_root=args.data_root, overrides=overrides or None,
                              save_as=args.save_as)
@@ -229,8 +244,10 @@ def cmd_table(args) -> int:
 
 
 def cmd_table2(args) -> int:
+    from .config import profile
     from .feature_runs import METHODS, table2, table2_display, table2_summary
 
+    _check_run_folders(profile(args.profile, kind="feature"), args.save_as)
     tidy = table2(profile=args.profile, seeds=args.seeds, methods=args.methods or METHODS, sources=args.sources,
                   data_root=args.data_root, save_as=args.save_as)
     for name, table in table2_display(table2_summary(tidy)).items():
@@ -289,7 +306,7 @@ def cmd_studies(args) -> int:
 def cmd_data_check(args) -> int:
     from .data.check import check_root, format_report
 
-    frame, ok = check_root(args.root)
+    frame, ok = check_root(args.root, progress=True)
     print(format_report(frame))
     return 0 if ok else 1
 
@@ -319,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reading", default="literal",
                    help="reading of the paper's ambiguous text, algan.config.READINGS: literal (default) or active")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.sigma=5")
-    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--out", required=True, help="output folder: model.pt, history.csv, splits.json, metrics.json "
+                                                "and a done marker, written only once the model is trained")
     t.add_argument("--device", type=_device, help=f"{DEVICE_HELP} (default: cuda if available)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
@@ -399,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="check a data root: counts, decodable files, layout")
-    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/")
+    c = dsub.add_parser("check", help="check a data root or one MVTec-layout folder: counts, decodable files, layout")
+    c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/, or one category folder "
+                                "in MVTec layout (train/good, test/good, test/<defect>, optional ground_truth/)")
     c.set_defaults(func=cmd_data_check)
     return p
 
@@ -412,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # DataError is a ValueError: one line, exit code 2
         print(f"algan: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine, not the input (a disk filled up meanwhile): one line, exit code 1
+        print(f"algan: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ max and mean itself (Sec. IV-B-5), so the same call works at fit and at scoring 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -81,6 +82,21 @@ def prepare_image(config: ALGANConfig, x: torch.Tensor) -> torch.Tensor:
     return add_extra_channels(x) if config.model.extra_channels else x
 
 
+def checkpoint_bytes(config: ALGANConfig) -> int:
+    """About the size of a checkpoint of this config's networks: 4 bytes a parameter and buffer (built on
+    torch's meta device, so no memory is taken and no random number drawn)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate config's warnings come when it trains, not here
+        nets = build_networks(config.model)
+    return 4 * sum(t.numel() for net in nets for t in (*net.parameters(), *net.buffers()))
+
+
+def run_disk_bytes(config: ALGANConfig) -> int:
+    """Free disk a run of this config needs, generously: model.pt, a training state (the networks, their Adam
+    moments, the best checkpoint) and its atomic copy, images and CSVs: 12 checkpoints and 64 MiB."""
+    return 12 * checkpoint_bytes(config) + 64 * 2**20
+
+
 FEATURE_STD_FLOOR = 1e-6  # below it a training dimension counts as constant
 # What ALGAN.save writes (besides "format"); ALGAN.load refuses a checkpoint that lacks any of them.
 CHECKPOINT_KEYS = frozenset({"config", "seed", "generator", "discriminator", "threshold", "best_epoch",
@@ -138,7 +154,10 @@ class ALGAN(BaseDetector):
     # ---- fitting -----------------------------------------------------------------------------
     def fit(self, X, *, X_val=None, y_val=None,
             augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None) -> "ALGAN":
-        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold."""
+        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold.
+
+        On a CPU the result depends on torch's thread count, which is the caller's here (not pinned as in
+        the run cache, `results.run_threads`): call `torch.set_num_threads(n)` first to repeat a run exactly."""
         x = as_tensor(X, "X", images=np.ndim(X) == 4)
         self.config = self._config_for(x)
         if self.config.model.kind == "feature":

@@ -20,6 +20,7 @@ import torch
 from . import paper, results, resume
 from .config import ALGANConfig, PROFILES, profile as make_profile, reading_of, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, Splits, load_dataset, resolve_root
+from .data.splits import require_evaluable
 from .detector import ALGAN
 from .models.alocc import ALOCC
 from .models.ganomaly import GANomaly
@@ -142,7 +143,8 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
                 "n_test": len(splits.test), **extra}
 
     if not results.is_done(results.run_dir(args, runs_dir)):
-        splits_once()  # a missing data set fails here, before a run folder is made
+        # a missing data set, or one too small to validate and test on, fails here, before a run folder is made
+        require_evaluable(splits_once(), dataset + (f"/{category}" if category else ""))
     # The resolved settings guard the cache against changed defaults (the channel count comes from the data).
     gan = method != "knn"
     return results.cached_run(args, execute, runs_dir, device=device, resolved=cfg.to_dict() if gan else None,

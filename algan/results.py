@@ -4,6 +4,11 @@ A run's folder is named by a hash of its sorted arguments (DomainBed style). It 
 `config.json` (arguments + provenance), `metrics.json`, any other files the run writes, and a
 `done` marker written last: a folder without `done` is an interrupted run and is redone (from its
 training state, `algan.resume`, where it left one); a folder with it is never redone.
+
+A run's hash determines its result: every run of the cache trains with the same number of torch
+(intra-op) threads, `run_threads()` (1 unless `ALGAN_RUN_THREADS` says otherwise), whatever the calling
+process or executor set, because CPU kernels split their reductions by thread and so round differently.
+The count is in the run's provenance, not in its hash. A user's own `ALGAN().fit(...)` is not pinned.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -25,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_THREADS_ENV = "ALGAN_RUN_THREADS"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -52,7 +59,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """`data` as JSON; NaN and infinities are written as null (json.dumps would write NaN: not JSON)."""
+    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=True, default=_json_default,
+                                allow_nan=False) + "\n")
 
 
 def write_csv(path: str | Path, frame) -> None:
@@ -63,6 +72,69 @@ def write_csv(path: str | Path, frame) -> None:
 def torch_save(obj: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path):
+    """Yield a temporary folder to write a run's files into; if the block succeeds, a `done` marker is
+    written last and the files become `path`'s. When `path` is absent the temporary folder is made beside
+    it and renamed to it at once; into an existing folder, `path/done` is removed first, then the files are
+    moved in one by one (each move atomic) and `done` last. A failure leaves `path` as it was (nothing, when
+    it was not there) and removes the temporary folder; a killed process leaves only that hidden folder
+    (`.<name>.*.partial`, or `.partial.*` inside `path`), never a `path` that looks done."""
+    path = Path(path)
+    exists = path.is_dir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path if exists else path.parent,
+                                prefix=".partial." if exists else f".{path.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        write_text(tmp / "done", datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
+        if not exists:
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+            os.rename(tmp, path)
+        else:
+            (path / "done").unlink(missing_ok=True)  # an earlier output's: not done until every file is in
+            for file in sorted(tmp.iterdir(), key=lambda f: f.name == "done"):
+                os.replace(file, path / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(path: str | Path, need_bytes: int = 0, what: str = "--out") -> None:
+    """Before any work: `path` (a folder, made later if absent) can be written and its file system has
+    `need_bytes` free. Writing is tested by creating and removing a probe file (file modes alone do not
+    tell: root ignores them). A ValueError of one line naming `what` and the folder otherwise."""
+    path = Path(path)
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent  # the nearest folder that is there: the output is made inside it
+    if not base.is_dir():
+        raise ValueError(f"{what} {path}: {base} is a file, expected a folder (or a path to make one at)")
+    probe = base / f".algan-probe-{os.getpid()}"
+    try:
+        write_text(probe, "")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot write in {base} ({err.strerror or type(err).__name__}); "
+                         "choose a folder you can write") from None
+    free = shutil.disk_usage(base).free
+    if free < need_bytes:
+        raise ValueError(f"{what} {path}: {free / 2**20:.0f} MiB free on the disk of {base}, expected at least "
+                         f"{need_bytes / 2**20:.0f} MiB for the run; free some space or choose another folder")
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf) as None, for JSON."""
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist") and not isinstance(obj, (int, bool)):  # numpy / torch scalars and arrays
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any):
@@ -101,6 +173,7 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
     return {
         "commit": git_commit(),
         "device": device_name(device),
+        "torch_threads": torch.get_num_threads(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -111,6 +184,27 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 # ---- run cache ---------------------------------------------------------------------------
+def run_threads() -> int:
+    """The torch threads of every run of the cache: $ALGAN_RUN_THREADS, default 1 (the count the cached
+    runs of results/runs were made with; another count gives other scores under the same hash)."""
+    text = os.environ.get(RUN_THREADS_ENV, "1")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{RUN_THREADS_ENV}={text!r}: expected a positive whole number of torch threads per run")
+    return int(text)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to `n` in the block (None: left as it is), restored after."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def config_hash(args: dict[str, Any]) -> str:
     text = json.dumps(args, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -148,7 +242,7 @@ def _same_settings(stored: dict[str, Any], resolved: dict[str, Any]) -> bool:
 
 def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_dir: str | Path | None = None,
                device: str | torch.device = "cpu", resolved: dict[str, Any] | None = None,
-               checkpoint_every: int | None = None) -> dict[str, Any]:
+               checkpoint_every: int | None = None, pin_threads: bool = True) -> dict[str, Any]:
     """Run `fn(folder) -> metrics` once per `args`; later calls read the stored result.
 
     `config.json` gets the arguments, the fully `resolved` settings and provenance; `metrics.json`
@@ -157,9 +251,13 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
     With `checkpoint_every` (for an `fn` that trains one model), the training loop writes its state
     to the folder's `resume.TRAINING_STATE` that often (in epochs; 0: on SIGTERM / SIGINT only); an
     interrupted run keeps that file and continues from it, and a finished run deletes it.
+    `fn` runs with `run_threads()` torch threads, the caller's count restored after (`pin_threads=False`:
+    the caller's count, for a task that measures the machine as it is, `timing`); config.json's
+    provenance records the count (`torch_threads`, and in `device` on a CPU).
     """
     from . import resume
 
+    threads = run_threads() if pin_threads else None  # a bad $ALGAN_RUN_THREADS stops here, before any work
     folder = run_dir(args, runs_dir)
     if is_done(folder):
         run = load_run(folder)
@@ -172,16 +270,17 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
         if not (keep and path == state):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
-    write_json(folder / "config.json", meta)
-    start = time.perf_counter()
-    if checkpoint_every is None:
-        metrics = fn(folder)
-    else:
-        with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
-                                  checkpoint_every):
+    with torch_threads(threads):
+        meta = {"args": args, "hash": folder.name, "resolved": resolved, **provenance(device)}
+        write_json(folder / "config.json", meta)
+        start = time.perf_counter()
+        if checkpoint_every is None:
             metrics = fn(folder)
-        state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
+        else:
+            with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
+                                      checkpoint_every):
+                metrics = fn(folder)
+            state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
     meta["wall_seconds"] = round(time.perf_counter() - start, 3)
     meta["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json(folder / "config.json", meta)

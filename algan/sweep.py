@@ -10,9 +10,11 @@ book's pages read.
 
 A run is claimed with a lock file beside its folder (`<hash>.lock`, host + pid), so sweeps started
 together never run the same hash; a lock of a dead process on this host is stale and taken over. A
-run that raises leaves `failed.json` (error, traceback, time, host) in its folder and the sweep goes on.
-A run that was killed (or stopped by SIGTERM / SIGINT) continues from the training state in its folder
-(`algan.resume`), not from epoch 1.
+run that raises leaves `failed.json` (error, traceback, time, host) in its folder and the sweep goes on,
+also when failed.json cannot be written (a full disk): the sweep then reports the failure, and says so
+at the end. A run that was killed (or stopped by SIGTERM / SIGINT) continues from the training state in
+its folder (`algan.resume`), not from epoch 1. The runs folder is checked (writable, room for a run)
+before any run starts, and the local pool's workers end with the sweep's process, even on kill -9.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 import typing
@@ -208,6 +213,18 @@ def check_data(specs: list[RunSpec], data_root=None) -> Path:
     return root
 
 
+def check_runs_dir(specs: list[RunSpec], runs_dir: Path) -> None:
+    """The runs folder can be written and has room for the largest run of the sweep (one run at a time
+    needs its training state; a finished run keeps less)."""
+    from .detector import run_disk_bytes
+
+    configs = {json.dumps([s.kwargs["profile"], s.kind, s.kwargs["overrides"]], sort_keys=True)
+               for s in specs if s.method in CONFIG_METHODS}
+    need = max((run_disk_bytes(make_profile(p, kind=k, **o)) for p, k, o in map(json.loads, configs)),
+               default=64 * 2**20)
+    results.check_output_dir(runs_dir, need, "--runs-dir")
+
+
 def load_grid(path) -> Any:
     """A grid file: JSON, or YAML when PyYAML is installed."""
     path = Path(path)
@@ -319,14 +336,23 @@ def _one_line(err: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+UNRECORDED = "failed.json not written"  # ends the line of a failure that could not be recorded
+
+
 def record_failure(folder: Path, err: BaseException) -> str:
-    """Write `failed.json` (error type, message, traceback, time, host) atomically; return its line."""
-    results.write_json(folder / FAILED, {
-        "error": type(err).__name__, "message": str(err),
-        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "pid": os.getpid()})
-    return _one_line(f"{type(err).__name__}: {err}")
+    """Write `failed.json` (error type, message, traceback, time, host) atomically; return its line. When
+    that cannot be written either (a full disk, a read-only folder) the line says so, and the sweep
+    goes on: the failure is reported only by the sweep, and the run, without `done`, is redone later."""
+    line = _one_line(f"{type(err).__name__}: {err}")
+    try:
+        results.write_json(folder / FAILED, {
+            "error": type(err).__name__, "message": str(err),
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+            "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "pid": os.getpid()})
+    except OSError as write_err:
+        return f"{line} ({UNRECORDED}: {write_err.strerror or type(write_err).__name__})"
+    return line
 
 
 def failure_line(folder: Path) -> str:
@@ -345,7 +371,12 @@ def run_one(spec: RunSpec, data_root=None, runs_dir=None) -> dict[str, str]:
     """
     folder = spec.folder(runs_dir)
     out = {"hash": spec.hash, "label": spec.label, "error": ""}
-    if not acquire_lock(folder):
+    try:
+        claimed = acquire_lock(folder)
+    except OSError as err:  # the runs folder cannot take the lock file (full, read-only): the next run may
+        return {**out, "state": "failed", "error": _one_line(f"{type(err).__name__}: the run could not be claimed "
+                                                             f"({err.strerror or err}); {UNRECORDED}")}
+    if not claimed:
         return {**out, "state": "running"}
     try:
         if results.is_done(folder):
@@ -376,16 +407,43 @@ def _serial(todo, data_root, runs_dir, workers) -> Iterator[dict]:
         yield run_one(spec, data_root, runs_dir)
 
 
-def _one_thread() -> None:
-    import torch
-    torch.set_num_threads(1)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when process `parent` ends, however it ends (kill -9 included): on Linux the kernel
+    sends SIGKILL (prctl PR_SET_PDEATHSIG), elsewhere a thread polls the parent every second. A pool
+    worker's run then continues from its training state on the next sweep, as after any kill."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # the parent died before the call above
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="algan-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int, one_thread: bool) -> None:
+    die_with_parent(parent)
+    if one_thread:  # for the data loading and scoring around the runs (runs are pinned: results.run_threads)
+        import torch
+        torch.set_num_threads(1)
 
 
 def _local(todo, data_root, runs_dir, workers) -> Iterator[dict]:
-    """A process pool (spawned: torch and fork do not mix), one torch thread per worker when several."""
+    """A process pool (spawned: torch and fork do not mix), one torch thread per worker when several;
+    the workers end with this process, even when it is killed (`die_with_parent`)."""
     workers = min(workers or usable_cores(), len(todo))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread if workers > 1 else None) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(os.getpid(), workers > 1)) as pool:
         futures = {pool.submit(run_one, spec, data_root, runs_dir): spec for spec in todo}
         for future in as_completed(futures):
             try:
@@ -440,9 +498,15 @@ class SweepResult:
     def failed(self) -> int:
         return len(self.failures)
 
+    @property
+    def unrecorded(self) -> int:
+        """Failures that could not be written to their run's folder (reported here only)."""
+        return sum(UNRECORDED in failure["error"] for failure in self.failures)
+
     def __str__(self) -> str:
-        return (f"done {self.done} ({self.finished} run now) / running {self.running} / failed {self.failed} "
-                f"of {self.total} runs")
+        unrecorded = f" ({self.unrecorded} not recorded on disk: {UNRECORDED})" if self.unrecorded else ""
+        return (f"done {self.done} ({self.finished} run now) / running {self.running} / failed {self.failed}"
+                f"{unrecorded} of {self.total} runs")
 
 
 def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_root=None, runs_dir=None,
@@ -465,6 +529,7 @@ def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_
     specs = expand_grid(grid, data_root=data_root)
     root = check_data(specs, data_root)
     runs_dir = Path(runs_dir or results.default_runs_dir()).absolute()
+    check_runs_dir(specs, runs_dir)
     result = SweepResult(total=len(specs))
     todo = []
     for spec in specs:

@@ -347,7 +347,8 @@ def timing_run(profile: str = "smoke", *, batch: int = 64, reps: int = 5, device
         results.write_csv(folder / "timing.csv", frame)
         return {"methods": len(frame)}
 
-    run = results.cached_run(args, execute, runs_dir, device=device)
+    # the machine as it is (its thread count is in `args`), not pinned to the runs' thread count
+    run = results.cached_run(args, execute, runs_dir, device=device, pin_threads=False)
     return pd.read_csv(run["folder"] / "timing.csv").assign(run=run["folder"].name)
 
 

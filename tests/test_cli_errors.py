@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from algan.cli import main
 from algan.config import profile
@@ -53,6 +54,12 @@ def files(tmp_path_factory):
     np.savez(d / "complex_xy.npz", X=np.ones((10, 4), np.complex64), y=np.r_[np.zeros(7), np.ones(3)].astype(int))
     (d / "images").mkdir()
     (d / "outdir").mkdir()
+    # too small to validate and test on: 2 normal test images (1 for val, 1 for test); 3 normal rows (0 in val)
+    for sub, n in (("train/good", 4), ("test/good", 2), ("test/crack", 2)):
+        for i in range(n):
+            (d / "too_small" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(d / "too_small" / sub / f"{i:03d}.png")
+    np.savez(d / "too_small.npz", X=np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32), y=[0, 0, 0, 1, 1])
     return d
 
 
@@ -106,6 +113,12 @@ CASES = [
                                              "--profile", "smoke", "--out", str(d / "o")], "complex_xy.npz"),
     ("train on a .npy named .npz", lambda d: ["train", "--dataset", "features", "--path", str(d / "single.npz"),
                                               "--profile", "smoke", "--out", str(d / "o")], "single.npz"),
+    ("folder with 1 normal val image", lambda d: ["train", "--dataset", "folder", "--path", str(d / "too_small"),
+                                                  "--profile", "smoke", "--out", str(d / "o")], "too_small: the val split"),
+    ("features with 0 normal val rows", lambda d: ["train", "--dataset", "features", "--path",
+                                                   str(d / "too_small.npz"), "--profile", "smoke", "--out", str(d / "o")],
+     "too_small.npz: the val split"),
+    ("--out is a file", lambda d: TRAIN + ["--out", str(d / "image.pt")], "image.pt is a file"),
 ]
 
 

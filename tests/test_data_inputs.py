@@ -1,12 +1,16 @@
-"""Data layer on tiny fixtures made here: bad roots, corrupt and unpaired files, big images, feature files."""
+"""Data layer on tiny fixtures made here: bad roots, corrupt and unpaired files, big images, feature files,
+`data check` on a user's category folder, and the progress bars of `data check` and `score` on large folders."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from algan.cli import main
+from algan.config import profile
 from algan.data import DataError, load_dataset, load_features, load_images, resolve_root
 from algan.data.check import check_root, format_report
-from algan.data.decode import cache_size
+from algan.data.decode import PROGRESS_MIN, cache_size
+from algan.detector import ALGAN
 
 SIZE = 16
 
@@ -229,6 +233,36 @@ def test_check_bad_roots(tiny_root, tmp_path):
         check_root(tmp_path / "missing")
     df, ok = check_root(tiny_root / "mvtec/bottle")
     assert not ok and len(df) == 1 and f"use {tiny_root} as the root" in df["detail"].iloc[0]
+
+
+def test_check_a_users_category_folder(tmp_path, capsys):
+    own = make_category(tmp_path / "my_parts")
+    (own / "ground_truth/crack/003_mask.png").unlink()  # masks are optional in a user's folder
+    df, ok = check_root(own)
+    assert ok and set(df["dataset"]) == {"my_parts"}, format_report(df)
+    assert dict(zip(df["check"], df["found"]))["test/<defect> total"] == 4
+    (own / "test/crack/001.png").write_bytes(b"not a png")
+    for i in (2, 3):
+        (own / f"test/good/{i:03d}.png").unlink()
+    df, ok = check_root(own)
+    kinds = set(zip(df.loc[~df["ok"], "check"], df.loc[~df["ok"], "detail"].str.split(":").str[0]))
+    assert not ok and kinds == {("corrupt", "test/crack/001.png"), ("too few", "test/")}
+    assert main(["data", "check", str(own)]) == 1
+    assert "[my_parts] too few" in capsys.readouterr().out
+
+
+def test_progress_bars_on_large_folders(tmp_path, capsys):
+    big = make_category(tmp_path / "big", size=8, n_train=PROGRESS_MIN, masks=False)
+    assert check_root(big)[1] and "checking" not in capsys.readouterr().err
+    assert main(["data", "check", str(big)]) == 0
+    assert "checking: 100%" in capsys.readouterr().err
+    det = ALGAN.initialised(profile("smoke"), device="cpu")
+    det.threshold_ = 0.0
+    det.save(tmp_path / "model.pt")
+    small = ["score", str(tmp_path / "model.pt"), str(big / "test"), "--out", str(tmp_path / "s.csv"), "--device", "cpu"]
+    assert main(small) == 0 and "decoding" not in capsys.readouterr().err
+    assert main(small[:2] + [str(big / "train")] + small[3:]) == 0
+    assert "decoding: 100%" in capsys.readouterr().err
 
 
 def test_sixteen_bit_grayscale_is_scaled(tmp_path):

@@ -1,4 +1,6 @@
-"""`algan data check ROOT`: counts against the official ones, every image fully decoded, odd files listed."""
+"""`algan data check ROOT`: counts against the official ones, every image fully decoded, odd files listed.
+ROOT may also be one category folder in MVTec layout (a user's own data, `--dataset folder`): its layout,
+masks and files are checked the same way, its counts against what training needs."""
 from __future__ import annotations
 
 import os
@@ -10,10 +12,11 @@ from PIL import Image
 
 from .coil100 import FILE_RE, N_OBJECTS, N_POSES
 from .common import DataError, diagnose, rel_posix, resolve_root, subdirs
-from .decode import _WORKERS
+from .decode import _WORKERS, progress_bar
 from .features import read_npz
 from .mtd import MTD_COUNTS
 from .mvtec import MASK_SUFFIX, MVTEC_COUNTS
+from .splits import MIN_ANOMALOUS, MIN_NORMAL
 
 COLUMNS = ["dataset", "check", "expected", "found", "ok", "detail"]
 FEATURES_DIR = "adbench/mvtec_resnet18"
@@ -59,11 +62,11 @@ class _Checker:
     def problem(self, dataset: str, check: str, detail: str) -> None:
         self.rows.append(dict(dataset=dataset, check=check, expected=None, found=None, ok=False, detail=detail))
 
-    def decode_all(self) -> None:
+    def decode_all(self, progress: bool = False) -> None:
         """Fully decode every collected image; corrupt files and image/mask size mismatches become rows."""
         paths = [p for _, p in self.images]
         with ThreadPoolExecutor(_WORKERS) as pool:
-            results = dict(zip(paths, pool.map(_decode_size, paths)))
+            results = dict(zip(paths, progress_bar(pool.map(_decode_size, paths), len(paths), "checking", progress)))
         for dataset, path in self.images:
             if results[path][1] is not None:
                 self.problem(dataset, "corrupt", f"{self.rel(path)}: {results[path][1]}")
@@ -73,15 +76,16 @@ class _Checker:
                 self.problem(dataset, "size mismatch", f"{self.rel(mask)} is {b[0]}x{b[1]}, its image {a[0]}x{a[1]}")
 
 
-def _check_mvtec_category(c: _Checker, cat_dir: Path) -> None:
-    """One mvtec/<category>: layout, counts, masks paired with defect images, odd files."""
-    ds = f"mvtec/{cat_dir.name}"
-    expected = MVTEC_COUNTS.get(cat_dir.name)
+def _check_mvtec_category(c: _Checker, cat_dir: Path, own: bool = False) -> None:
+    """One mvtec/<category>: layout, counts, masks paired with defect images, odd files. `own`: a user's
+    folder in MVTec layout, with no official counts and optional ground_truth/ (as `load_folder` reads it)."""
+    ds = cat_dir.name if own else f"mvtec/{cat_dir.name}"
+    expected = (None, None, None) if own else MVTEC_COUNTS.get(cat_dir.name)
     if expected is None:
         c.problem(ds, "unexpected", f"{c.rel(cat_dir)}: not one of the 15 MVTec-AD categories; move it out and load it as a 'folder'")
         return
     train, test, gt = cat_dir / "train" / "good", cat_dir / "test", cat_dir / "ground_truth"
-    for folder in (train, test, gt):
+    for folder in (train, test) + (() if own else (gt,)):
         if not folder.is_dir():
             c.problem(ds, "missing", f"{c.rel(folder)}/: folder not found")
     if not (train.is_dir() and test.is_dir()):
@@ -102,6 +106,11 @@ def _check_mvtec_category(c: _Checker, cat_dir: Path) -> None:
     c.count(ds, "test/<defect> total", expected[2], sum(len(images[k]) for k in defects))
     for k in defects:
         c.count(ds, f"test/{k}", None, len(images[k]))
+    n_good, n_defect = len(images.get("good", [])), sum(len(images[k]) for k in defects)
+    if own and (0 < n_good < 2 * MIN_NORMAL or 0 < n_defect < 2 * MIN_ANOMALOUS):  # test/ is halved: val, test
+        c.problem(ds, "too few", f"test/: {n_good} good and {n_defect} defect images, expected at least "
+                                 f"{2 * MIN_NORMAL} and {2 * MIN_ANOMALOUS} (halved into validation and test); "
+                                 "add images")
     for files in images.values():
         c.images += [(ds, p) for p in files]
     if not gt.is_dir():
@@ -111,7 +120,9 @@ def _check_mvtec_category(c: _Checker, cat_dir: Path) -> None:
         for p in images[k]:
             mask = masks.pop(f"{p.stem}{MASK_SUFFIX}.png", None)
             if mask is None:
-                c.problem(ds, "missing", f"{c.rel(gt / k / (p.stem + MASK_SUFFIX + '.png'))}: mask of {c.rel(p)} not found")
+                if not own:  # a user's folder may leave masks out (a blank one is used)
+                    c.problem(ds, "missing",
+                              f"{c.rel(gt / k / (p.stem + MASK_SUFFIX + '.png'))}: mask of {c.rel(p)} not found")
             else:
                 c.images.append((ds, mask))
                 c.pairs.append((ds, p, mask))
@@ -185,11 +196,22 @@ def _check_features(c: _Checker, folder: Path) -> None:
         c.count(ds, f"{cat} defective", defective, int(y.sum()))
 
 
-def check_root(root: str | os.PathLike | None) -> tuple[pd.DataFrame, bool]:
-    """Check every data set found under root; (one row per check or problem, ok). A missing root is a DataError."""
+def is_category_folder(folder: Path) -> bool:
+    """A user's category folder in MVTec layout (train/good and test/), not a category of an mvtec/ data root
+    (that one is checked from its root, whose place the report names)."""
+    return (folder / "train" / "good").is_dir() and (folder / "test").is_dir() and folder.parent.name != "mvtec"
+
+
+def check_root(root: str | os.PathLike | None, progress: bool = False) -> tuple[pd.DataFrame, bool]:
+    """Check every data set found under root, or root itself when it is one category folder in MVTec layout;
+    (one row per check or problem, ok). A missing root is a DataError. `progress`: a bar while decoding
+    PROGRESS_MIN files or more."""
     root = resolve_root(root)
     c = _Checker(root)
     seen = []
+    if is_category_folder(root):
+        seen.append(root.name)
+        _check_mvtec_category(c, root, own=True)
     if (root / "mvtec").is_dir():
         seen.append("mvtec")
         cats = subdirs(root / "mvtec")
@@ -205,7 +227,7 @@ def check_root(root: str | os.PathLike | None) -> tuple[pd.DataFrame, bool]:
         hints = [h for h in (diagnose(root, r) for r in ("mvtec", "mtd", "coil-100", FEATURES_DIR)) if h]
         c.problem("(root)", "layout", f"{root}: no mvtec/, mtd/, coil-100/ or {FEATURES_DIR}/ here; "
                   + (hints[0] if hints else "point the root at the folder that holds them"))
-    c.decode_all()
+    c.decode_all(progress)
     df = pd.DataFrame(c.rows, columns=COLUMNS)
     df["expected"] = df["expected"].astype("Int64")
     df["found"] = df["found"].astype("Int64")

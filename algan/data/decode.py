@@ -21,6 +21,15 @@ _CACHE: dict[tuple, np.ndarray] = {}
 _LOCK = threading.Lock()
 # PIL releases the GIL while decoding and resizing, so threads scale to the cores.
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
+PROGRESS_MIN = 300  # files: from this many a command that asks for it shows a progress bar (on stderr)
+
+
+def progress_bar(items, total: int, desc: str, show: bool):
+    """`items` wrapped in a tqdm bar when `show` and there are at least PROGRESS_MIN of them."""
+    if not show or total < PROGRESS_MIN:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, total=total, desc=desc, unit="file")
 
 
 def clear_cache() -> None:
@@ -87,8 +96,10 @@ class Decoder:
     def __init__(self) -> None:
         self.pending: dict[tuple, np.ndarray] = {}
 
-    def decode(self, paths: Sequence[Path], size: int | None, mode: str = "auto", kind: str = "image") -> list[np.ndarray]:
-        """uint8 (C, H, W) arrays for `paths`, in order; the first bad file (in list order) raises DataError."""
+    def decode(self, paths: Sequence[Path], size: int | None, mode: str = "auto", kind: str = "image",
+               progress: bool = False) -> list[np.ndarray]:
+        """uint8 (C, H, W) arrays for `paths`, in order; the first bad file (in list order) raises DataError.
+        With `progress`, a bar shows the decoding of PROGRESS_MIN files or more."""
         keys = [_key(Path(p), size, mode, kind) for p in paths]
         out: list[np.ndarray | None] = []
         todo = []
@@ -102,10 +113,10 @@ class Decoder:
         if todo:
             work = lambda i: decode_file(Path(paths[i]), size, mode, kind)  # noqa: E731
             if len(todo) < 16 or _WORKERS == 1:
-                results = [work(i) for i in todo]
+                results = [work(i) for i in progress_bar(todo, len(todo), "decoding", progress)]
             else:
-                with ThreadPoolExecutor(_WORKERS) as pool:
-                    results = list(pool.map(work, todo))  # re-raises the first failure in list order
+                with ThreadPoolExecutor(_WORKERS) as pool:  # map re-raises the first failure in list order
+                    results = list(progress_bar(pool.map(work, todo), len(todo), "decoding", progress))
             for i, t in zip(todo, results):
                 out[i] = t
                 self.pending[keys[i]] = t
@@ -145,8 +156,10 @@ def stack_unit(images: Sequence[np.ndarray], channels: int, size: int) -> torch.
     return torch.from_numpy(out)
 
 
-def load_images(paths: Sequence[str | os.PathLike], image_size: int, grayscale: bool) -> torch.Tensor:
-    """Decode a user's files for scoring: float32 (N, C, H, W) in [-1, 1], C = 1 if grayscale else 3."""
+def load_images(paths: Sequence[str | os.PathLike], image_size: int, grayscale: bool,
+                progress: bool = False) -> torch.Tensor:
+    """Decode a user's files for scoring: float32 (N, C, H, W) in [-1, 1], C = 1 if grayscale else 3 (with
+    `progress`, a bar for PROGRESS_MIN files or more)."""
     if not paths:
         raise DataError("no image paths given: expected at least one image file; pass the files to score")
     files = [Path(p) for p in paths]
@@ -154,6 +167,6 @@ def load_images(paths: Sequence[str | os.PathLike], image_size: int, grayscale: 
         if not p.is_file():
             raise DataError(f"{p}: image file not found, expected an existing PNG/JPEG file; check the path")
     decoder = Decoder()
-    images = decoder.decode(files, image_size, "L" if grayscale else "RGB")
+    images = decoder.decode(files, image_size, "L" if grayscale else "RGB", progress=progress)
     decoder.commit()
     return stack_unit(images, 1 if grayscale else 3, image_size)

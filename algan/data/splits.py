@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .common import Record
+from .common import DataError, Record
 from .decode import Decoder, stack, stack_unit
 from .transforms import add_extra_channels, augment
 
@@ -57,6 +57,20 @@ def _sizes(splits: dict) -> dict:
         name: {"total": int(len(s.y)), "normal": int((s.y == 0).sum()), "anomalous": int((s.y == 1).sum())}
         for name, s in splits.items()
     }
+
+
+MIN_NORMAL, MIN_ANOMALOUS = 2, 1  # per validation and test split (an AUROC needs both labels)
+
+
+def require_evaluable(data, where: str) -> None:
+    """Before training: the validation and test splits of `data` (Splits or FeatureSplits) each hold at
+    least MIN_NORMAL normal and MIN_ANOMALOUS anomalous samples, else model selection, the threshold or
+    the test AUROC would fail (or be NaN) after the training; a DataError naming `where` otherwise."""
+    for name, size in _sizes({"val": data.val, "test": data.test}).items():
+        if size["normal"] < MIN_NORMAL or size["anomalous"] < MIN_ANOMALOUS:
+            raise DataError(f"{where}: the {name} split has {size['normal']} normal and {size['anomalous']} "
+                            f"anomalous samples, expected at least {MIN_NORMAL} normal and {MIN_ANOMALOUS} "
+                            "anomalous in validation and test each; add test images (or rows)")
 
 
 @dataclass
