@@ -1,4 +1,4 @@
-"""The `algan` command: train, score, export, toy, table, table2, sweep, studies, data check."""
+"""The `algan` command: train, score, export, toy, table, table2, sweep, studies, data check, pack."""
 from __future__ import annotations
 
 import argparse
@@ -311,6 +311,17 @@ def cmd_data_check(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_pack(args) -> int:
+    from .pack import make_pack, size_report
+
+    manifest = make_pack(args.pack, args.out, args.data_root, quality=args.quality)
+    line, ok = size_report(manifest)
+    print(f"{args.out}: {line}")
+    if not ok:
+        print(f"algan pack: over the limit: lower --quality (now {args.quality})", file=sys.stderr)
+    return 0 if ok else 1
+
+
 # ---- parser -------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (bad input: exit code 2 and one line naming the field)."""
@@ -421,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("root", help="data root holding mvtec/, mtd/, coil-100/ or adbench/, or one category folder "
                                 "in MVTec layout (train/good, test/good, test/<defect>, optional ground_truth/)")
     c.set_defaults(func=cmd_data_check)
+
+    k = sub.add_parser("pack", help="copy from the data root only the files a prepared run reads, resized: "
+                                    "a compact data root (benchmarks/paper_gpu.sh)")
+    k.add_argument("out", help="folder to write the pack to (then ALGAN_DATA=OUT)")
+    k.add_argument("--for", dest="pack", required=True, help="the runs it is for: paper-gpu")
+    k.add_argument("--data-root", help="default: $ALGAN_DATA")
+    k.add_argument("--quality", type=int, default=90, help="JPEG quality of images that are JPEGs (MTD; default: 90)")
+    k.set_defaults(func=cmd_pack)
     return p
 
 

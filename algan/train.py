@@ -25,21 +25,45 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import resume
 from .config import TrainConfig
+from .device import to_device
 from .score import auroc, discriminator_scores
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+try:  # optional: a bare accelerator machine may not have it (benchmarks/paper_gpu.sh)
+    from tqdm import tqdm
+except ImportError:
+    tqdm = None
+
+
+class _Plain:
+    """The iterable without a bar; `set_postfix` does nothing."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, **_):
+        pass
+
+
+def progress_bar(iterable, desc: str, enabled: bool):
+    """tqdm's bar over `iterable` when it is wanted and tqdm is installed; else the plain iterable."""
+    return tqdm(iterable, desc=desc, leave=False) if enabled and tqdm is not None else _Plain(iterable)
 
 
 # --------------------------------------------------------------------------------------------
 # Pseudo-anomalous data: the latent mixture (line 3) and the buffer (lines 13, 18)
 # --------------------------------------------------------------------------------------------
 def sample_latents(n: int, latent_dim: int, alpha: float, sigma: float, gen: torch.Generator):
-    """z_d: round(alpha n) rows z_n ~ N(0, I), the rest z_a ~ N(0, sigma^2 I). Returns (z, is_anomalous)."""
+    """z_d: the first round(alpha n) rows z_n ~ N(0, I), the rest z_a ~ N(0, sigma^2 I). Returns (z, is_anomalous),
+    both on the CPU (the generator's device)."""
     n_normal = int(round(alpha * n))
     z = torch.randn(n, latent_dim, generator=gen)
     is_anomalous = torch.arange(n) >= n_normal
@@ -52,10 +76,12 @@ class LatentSchedule:
 
     `literal` holds one latent batch for n_z epochs, as the printed algorithm reads; `per_batch`
     holds one latent batch per data-batch index j, so each batch of an epoch sees other latents.
+    The latents are drawn on the CPU and kept on `device`; the flags `is_anomalous` stay on the CPU.
     """
 
-    def __init__(self, cfg: TrainConfig, latent_dim: int, n_batches: int, gen: torch.Generator):
-        self.cfg, self.latent_dim, self.gen = cfg, latent_dim, gen
+    def __init__(self, cfg: TrainConfig, latent_dim: int, n_batches: int, gen: torch.Generator,
+                 device: str | torch.device = "cpu"):
+        self.cfg, self.latent_dim, self.gen, self.device = cfg, latent_dim, gen, torch.device(device)
         self.n_sets = 1 if cfg.latent_schedule == "literal" else n_batches
         self.z_d: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.z_g: list[torch.Tensor] = []
@@ -65,9 +91,15 @@ class LatentSchedule:
             return False
         alpha = self.cfg.alpha if self.cfg.use_anomalous_latent else 1.0
         b = self.cfg.batch_size
-        self.z_d = [sample_latents(b, self.latent_dim, alpha, self.cfg.sigma, self.gen) for _ in range(self.n_sets)]
-        self.z_g = [torch.randn(b, self.latent_dim, generator=self.gen) for _ in range(self.n_sets)]
+        z_d = [sample_latents(b, self.latent_dim, alpha, self.cfg.sigma, self.gen) for _ in range(self.n_sets)]
+        z_g = [torch.randn(b, self.latent_dim, generator=self.gen) for _ in range(self.n_sets)]
+        self.load(z_d, z_g)
         return True
+
+    def load(self, z_d: list, z_g: list) -> None:
+        """Hold these latents (from `maybe_resample`, or a checkpoint's): z on the device, flags on the CPU."""
+        self.z_d = [(to_device(z, self.device), is_anom.cpu()) for z, is_anom in z_d]
+        self.z_g = [to_device(z, self.device) for z in z_g]
 
     def for_batch(self, j: int):
         k = j % self.n_sets
@@ -79,6 +111,8 @@ class Buffer:
 
     Capacity `buffer_factor` x the batch (Sec. IV-A-1) or x the training set (Sec. III-A); each push
     fills it up first, then replaces `replace_fraction` of it (at most the pushed count) at random.
+    The samples stay on their device; their flags and births, and the random draws, on the CPU, so
+    that neither a push nor a draw waits for the device.
     """
 
     def __init__(self, capacity: int, replace_fraction: float, gen: torch.Generator):
@@ -92,24 +126,32 @@ class Buffer:
 
     def push(self, x: torch.Tensor, is_anomalous: torch.Tensor, birth: int | torch.Tensor = 0) -> None:
         """Store fakes x (B, ...) made after `birth` G updates (one count, or one per row)."""
-        x, is_anomalous = x.detach(), is_anomalous.to(x.device)
-        born = (birth.to(x.device) if isinstance(birth, torch.Tensor)
-                else torch.full((len(x),), birth, dtype=torch.long, device=x.device))
+        x, is_anomalous = x.detach(), is_anomalous.cpu()
+        born = birth.cpu() if isinstance(birth, torch.Tensor) else torch.full((len(x),), birth, dtype=torch.long)
         if self.x is None or len(self.x) < self.capacity:  # fill up first
             cat = lambda old, new: new[: self.capacity] if old is None else torch.cat([old, new])[: self.capacity]  # noqa: E731
             self.x, self.is_anomalous, self.birth = cat(self.x, x), cat(self.is_anomalous, is_anomalous), cat(self.birth, born)
             return
         n_new = min(len(x), int(round(self.replace_fraction * self.capacity)))
-        slots = torch.randperm(self.capacity, generator=self.gen)[:n_new].to(x.device)
-        pick = torch.randperm(len(x), generator=self.gen)[:n_new].to(x.device)
-        self.x[slots] = x[pick]
+        slots = torch.randperm(self.capacity, generator=self.gen)[:n_new]
+        pick = torch.randperm(len(x), generator=self.gen)[:n_new]
+        self.x[to_device(slots, x.device)] = x[to_device(pick, x.device)]
         self.is_anomalous[slots] = is_anomalous[pick]
         self.birth[slots] = born[pick]
 
     def sample(self, n: int):
-        """(x^, is_anomalous, birth) of n draws with replacement."""
-        idx = torch.randint(len(self), (n,), generator=self.gen).to(self.x.device)
-        return self.x[idx], self.is_anomalous[idx], self.birth[idx]
+        """(x^, is_anomalous, birth) of n draws with replacement; x^ on the samples' device, the rest on the CPU."""
+        idx = torch.randint(len(self), (n,), generator=self.gen)
+        return self.x[to_device(idx, self.x.device)], self.is_anomalous[idx], self.birth[idx]
+
+
+def split_rows(logits: torch.Tensor, is_anomalous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits[~is_anomalous], logits[is_anomalous]) for flags on the CPU: the same rows in the same order as
+    boolean indexing, without the host sync that boolean indexing of a device tensor makes."""
+    rows = torch.cat([(~is_anomalous).nonzero()[:, 0], is_anomalous.nonzero()[:, 0]])
+    grouped = logits[to_device(rows, logits.device)]
+    n_normal = len(is_anomalous) - int(is_anomalous.sum())
+    return grouped[:n_normal], grouped[n_normal:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +249,11 @@ def train_algan(
     share of x'_a (and x'_n) that D rejects with D(x) < 1e-3, each loss term's share of D's gradient
     norm (measured on the first D step of every validation epoch, `gradient_shares`), and the age in
     G updates of the buffered samples D saw.
+
+    Data, augmentation, latents and the buffer's samples live on `device`; random draws come from one
+    CPU generator (the same run on any device) and reach the device asynchronously (`device.to_device`),
+    and the losses and diagnostics are summed there: the host waits for the device once per epoch
+    (and in validation epochs, for the gradient shares and the scores), not per step.
     """
     n_batches = check_batches(len(x_train), cfg)  # m in Alg. 1
     device = torch.device(device)
@@ -218,7 +265,8 @@ def train_algan(
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     d_params = [p for p in D.parameters() if p.requires_grad]
     x_train = x_train.to(device)
-    latents = LatentSchedule(cfg, latent_dim, n_batches, gen)
+    x_val = None if x_val is None else x_val.to(device)
+    latents = LatentSchedule(cfg, latent_dim, n_batches, gen, device)
     capacity = cfg.buffer_factor * (cfg.batch_size if cfg.buffer_size == "batch" else len(x_train))
     buffer = Buffer(capacity, cfg.buffer_replace, gen)
     alpha = cfg.alpha if cfg.use_anomalous_latent else 1.0
@@ -232,13 +280,14 @@ def train_algan(
         if (state := ckpt and ckpt.restore()) is not None:
             G.load_state_dict(state["generator"]); D.load_state_dict(state["discriminator"])  # noqa: E702
             opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])  # noqa: E702
-            buffer.x, buffer.is_anomalous, buffer.birth = (None if t is None else t.to(device) for t in state["buffer"])
-            latents.z_d, latents.z_g = state["latents"]
+            buffer.x, buffer.is_anomalous, buffer.birth = state["buffer"]
+            buffer.x = None if buffer.x is None else buffer.x.to(device)
+            latents.load(*state["latents"])
             g_updates, rows, last_auc = state["g_updates"], state["rows"], state["last_auc"]
             best_auc, best_epoch, best_state = state["best"]
             resume.set_rng_state(state["rng"], gen)
         first = 1 if state is None else state["epoch"] + 1
-        bar = tqdm(range(first, cfg.epochs + 1), desc="ALGAN", disable=not progress, leave=False)
+        bar = progress_bar(range(first, cfg.epochs + 1), "ALGAN", progress)
         for epoch in bar:                                                     # line 1
             start = time.perf_counter()
             G.train(); D.train()
@@ -247,15 +296,15 @@ def train_algan(
             measure = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
             shares = {}
             pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []     # per_epoch buffer updates
-            order = torch.randperm(len(x_train), generator=gen).to(device)
+            order = to_device(torch.randperm(len(x_train), generator=gen), device)
             for j in range(n_batches):                                        # line 6
                 x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]  # line 7: (B, ...)
                 if augment is not None:
                     x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
                 x = prepare(x)
-                (z_d, is_anom), z_g = latents.for_batch(j)
+                (z_d, is_anom), z_g = latents.for_batch(j)                  # z on the device, flags on the CPU
                 n_anom = int(is_anom.sum())
-                z_d, is_anom, z_g = z_d.to(device), is_anom.to(device), z_g.to(device)
+                n_normal = len(is_anom) - n_anom                               # z_n are the first rows
                 use_buffer = cfg.use_buffer and epoch > 1 and len(buffer) > 0
                 # line 9 sits inside the k loop, but G does not change there, so x' is the same for
                 # every k: compute it once. (B, ...)
@@ -264,22 +313,20 @@ def train_algan(
                 for k in range(cfg.n_dis):                                    # line 8
                     # ---- D step: maximise Eq. (6) = minimise its negative ----
                     real_logits, fake_logits = D(x), D(x_fake)
+                    fake_n, fake_a = fake_logits[:n_normal], fake_logits[n_normal:]
                     buf = {}
                     if use_buffer:                                            # lines 10-15
                         x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
-                        buf_logits = D(x_buf)
-                        buf = {"buf_n": buf_logits[~buf_anom], "buf_a": buf_logits[buf_anom]}
-                        stats.add_buffer(buf_logits, buf_anom, g_updates - born)
-                    loss_d = discriminator_loss(real_logits, fake_logits[~is_anom], fake_logits[is_anom],
-                                                **buf, alpha=alpha, xi=cfg.xi)
+                        buf = dict(zip(("buf_n", "buf_a"), split_rows(D(x_buf), buf_anom)))
+                        stats.add_buffer(buf["buf_n"], buf["buf_a"], g_updates - born)
+                    loss_d = discriminator_loss(real_logits, fake_n, fake_a, **buf, alpha=alpha, xi=cfg.xi)
                     if measure and j == 0 and k == 0:
                         shares = gradient_shares(discriminator_terms(
-                            real_logits, fake_logits[~is_anom], fake_logits[is_anom], **buf, alpha=alpha, xi=cfg.xi),
-                            d_params)
+                            real_logits, fake_n, fake_a, **buf, alpha=alpha, xi=cfg.xi), d_params)
                     opt_d.zero_grad(set_to_none=True)
                     loss_d.backward()
                     opt_d.step()                                              # line 16
-                    stats.add_d(loss_d, real_logits, fake_logits, is_anom, n_anom)
+                    stats.add_d(loss_d, real_logits, fake_n, fake_a)
                 if cfg.use_buffer:                                            # line 18
                     if cfg.buffer_update == "per_batch":
                         buffer.push(x_fake, is_anom, g_updates)
@@ -338,14 +385,16 @@ def make_fakes(G: nn.Module, z: torch.Tensor, is_anom: torch.Tensor, n_anom: int
     """x' = G(z_d) for D (Alg. 1 line 9) with G's batch norm as `train.fake_bn_stats` says; G ends in train mode.
 
     "running": eval-mode statistics; "batch": one train-mode call on the mixed batch; "separate": one
-    train-mode call per kind of latent (rows stay in z's order)."""
+    train-mode call per kind of latent (rows stay in z's order; `is_anom` on the CPU spares a host sync)."""
     if bn_stats == "separate" and 0 < n_anom < len(z):
+        rows = {"n": (~is_anom).cpu().nonzero()[:, 0], "a": is_anom.cpu().nonzero()[:, 0]}
+        rows = {key: to_device(r, z.device) for key, r in rows.items()}
         parts = {}
-        for key, rows in (("n", ~is_anom), ("a", is_anom)):
+        for key in ("n", "a"):
             G.train(True)
-            parts[key] = G(z[rows])
+            parts[key] = G(z[rows[key]])
         out = parts["n"].new_empty((len(z), *parts["n"].shape[1:]))
-        out[~is_anom], out[is_anom] = parts["n"], parts["a"]
+        out[rows["n"]], out[rows["a"]] = parts["n"], parts["a"]
         return out
     G.train(bn_stats != "running")
     out = G(z)
@@ -364,26 +413,25 @@ class _EpochStats:
         value = value.detach().double() if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
         self.sums[name] = self.sums[name] + value.to(self.sums[name].device) if name in self.sums else value
 
-    def add_d(self, loss_d, real_logits, fake_logits, is_anom, n_anom: int) -> None:
+    def add_d(self, loss_d, real_logits, fn, fa) -> None:
+        """One D step: its loss, and D's logits on the real, fake-normal (fn) and fake-anomalous (fa) rows."""
         self._add("loss_d", loss_d)
         self._add("d_real", real_logits.mean())
-        n_normal = len(is_anom) - n_anom
-        if n_normal:
-            fn = fake_logits[~is_anom]
+        if len(fn):
             self._add("d_fake_normal", fn.mean())
             self._add("sat_fake_normal", (fn < SATURATED_LOGIT).double().mean())
             self._add("n_steps_normal", 1.0)
-        if n_anom:
-            fa = fake_logits[is_anom]
+        if len(fa):
             self._add("d_fake_anomalous", fa.mean())
             self._add("sat_fake_anomalous", (fa < SATURATED_LOGIT).double().mean())
             self._add("n_steps_anomalous", 1.0)
 
-    def add_buffer(self, buf_logits, buf_anom, ages) -> None:
-        self._add("d_buf_sum_normal", buf_logits[~buf_anom].double().sum())
-        self._add("d_buf_sum_anomalous", buf_logits[buf_anom].double().sum())
-        self._add("n_buf_normal", (~buf_anom).double().sum())
-        self._add("n_buf_anomalous", buf_anom.double().sum())
+    def add_buffer(self, buf_n, buf_a, ages) -> None:
+        """D's logits on the buffered normal and anomalous rows of one draw, and the draw's ages (CPU)."""
+        self._add("d_buf_sum_normal", buf_n.double().sum())
+        self._add("d_buf_sum_anomalous", buf_a.double().sum())
+        self._add("n_buf_normal", float(len(buf_n)))
+        self._add("n_buf_anomalous", float(len(buf_a)))
         self.ages.append(ages)
 
     def add_g(self, loss_g) -> None:

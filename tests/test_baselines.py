@@ -15,7 +15,7 @@ from algan.config import profile
 from algan.data.splits import ImageSplit, Splits
 from algan.models.algan_nets import n_conv_layers
 from algan.models.alocc import ALOCC, ALOCCHParams, reconstructor_loss
-from algan.models.baseline_common import discriminator_loss
+from algan.models.baseline_common import Discriminator, discriminator_loss
 from algan.models.ganomaly import GANomaly, GANomalyHParams, generator_loss as ganomaly_loss, latent_error
 from algan.models.skip_ganomaly import (SkipGANomaly, SkipGANomalyHParams, anomaly_score,
                                         generator_loss as skip_loss)
@@ -292,3 +292,17 @@ def test_bad_input(cls):
         cls.HParams(latent_dim=0)
     with pytest.raises(ValueError, match=f"expected {cls.HParams.__name__}"):
         cls(config(), hparams=object())
+
+
+def test_reinit_where_takes_fresh_weights_only_where_the_condition_holds():
+    """GANomaly's re-initialisation without a host sync (the accelerator path, run here on the CPU)."""
+    from algan.models.baseline_common import reinit_where
+
+    torch.manual_seed(0)
+    D = Discriminator(profile("smoke").model)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    reinit_where(D, torch.tensor(False))
+    assert all(torch.equal(before[k], v) for k, v in D.state_dict().items())
+    reinit_where(D, torch.tensor(True))
+    changed = [k for k, v in D.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed and all(k.endswith("original") or k.endswith("bias") for k in changed)

@@ -7,7 +7,8 @@ import torch
 
 from algan.config import profile
 from algan.models.algan_nets import build_networks
-from algan.train import Buffer, LatentSchedule, discriminator_loss, generator_loss, sample_latents, train_algan
+from algan.train import (Buffer, LatentSchedule, discriminator_loss, generator_loss, sample_latents, split_rows,
+                         train_algan)
 
 
 def sp(v):  # softplus
@@ -103,3 +104,12 @@ def test_empty_training_set():
     g, d = build_networks(cfg.model)
     with pytest.raises(ValueError, match="x_train has 0 samples"):
         train_algan(g, d, torch.zeros(0, 5, 16, 16), cfg.train, latent_dim=100, progress=False)
+
+
+def test_split_rows_is_boolean_indexing():
+    """The buffer's logits split by CPU flags: the rows and order boolean indexing gives (no host sync)."""
+    logits = torch.randn(9, generator=torch.Generator().manual_seed(0))
+    flags = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 0], dtype=torch.bool)
+    normal, anomalous = split_rows(logits, flags)
+    assert torch.equal(normal, logits[~flags]) and torch.equal(anomalous, logits[flags])
+    assert [len(t) for t in split_rows(logits, torch.zeros(9, dtype=torch.bool))] == [9, 0]

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..device import to_device
+
 # The one per-category augmentation table (paper, Section IV-B-5, ALGAN-image).
 # Ops: "hflip" (width flip), "vflip" (height flip), "rotate" (uniform angle in [-180, 180) degrees).
 AUGMENTATIONS: dict[str, tuple[str, ...]] = {
@@ -68,10 +70,11 @@ def augment(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator, fil
     if not ops or x.shape[0] == 0:
         return x
     b = x.shape[0]
-    # All draws come from the CPU generator, so the result depends only on its state, not on x's device.
+    # All draws come from the CPU generator, so the result depends only on its state, not on x's device;
+    # they reach the device without a host sync.
     draws = [torch.rand(b, generator=generator) for _ in ops]
     for op, u in zip(ops, draws):
-        u = u.to(x.device)
+        u = to_device(u, x.device)
         if op == "hflip":
             x = torch.where((u < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
         elif op == "vflip":

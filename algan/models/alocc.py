@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..device import to_device
 from .algan_nets import ImageGenerator
 from .baseline_common import AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss
 
@@ -70,9 +71,9 @@ class ALOCC(AdversarialBaseline):
         R, D, hp = self.nets["reconstructor"], self.nets["discriminator"], self.hparams
         opt_r, opt_d = hp.adam(R.parameters()), hp.adam(D.parameters())
 
-        def step(x: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+        def step(x: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
             # Noise from the CPU generator, so a seed gives the same run on any device.
-            noise = torch.randn(x.shape, generator=gen).to(x.device) * hp.noise_std
+            noise = to_device(torch.randn(x.shape, generator=gen), x.device) * hp.noise_std
             x_rec = R(x + noise)                                                # R(x~), (B, C, S, S)
             # ---- D step: BCE, x -> real, R(x~).detach() -> fake ----
             loss_d = discriminator_loss(D(x), D(x_rec.detach()))
@@ -86,7 +87,7 @@ class ALOCC(AdversarialBaseline):
                 opt_r.zero_grad(set_to_none=True)
                 losses["loss_r"].backward()
                 opt_r.step()
-            return {"loss_d": loss_d.item(), **{k: v.item() for k, v in losses.items()}}
+            return {"loss_d": loss_d.detach(), **{k: v.detach() for k, v in losses.items()}}
 
         step.optimizers = (opt_r, opt_d)  # their state goes into a training checkpoint
         return step

@@ -30,16 +30,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .. import resume, results
 from ..config import ALGANConfig, TrainConfig, profile as make_profile
 from ..detector import BaseDetector, as_tensor, check_image_input, image_config_for, prepare_image
+from ..device import to_device
 from ..score import auroc
-from ..train import Augment, TrainResult, check_batches
+from ..train import Augment, TrainResult, check_batches, progress_bar
 from .algan_nets import ImageDiscriminator, _dcgan_init, _widths, n_conv_layers
 
-Step = Callable[[torch.Tensor, torch.Generator], dict[str, float]]
+Step = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,26 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
 
 
+def reinit_below(D: nn.Module, loss_d: torch.Tensor, threshold: float) -> None:
+    """GANomaly's rule (its authors' code): D is re-initialised (DCGAN init) when its loss falls below
+    `threshold`. On the CPU the host reads the loss, as their code does; on an accelerator fresh weights
+    are drawn every step and taken only when the loss is below, so the host never waits for the step
+    (the fresh weights come from the device's generator there)."""
+    if loss_d.device.type == "cpu":
+        if loss_d.item() < threshold:
+            D.apply(_dcgan_init)
+        return
+    reinit_where(D, loss_d.detach() < threshold)
+
+
+@torch.no_grad()
+def reinit_where(D: nn.Module, condition: torch.Tensor) -> None:
+    """D's state becomes a fresh DCGAN initialisation where the 0-d bool tensor `condition` holds (no host sync)."""
+    fresh = copy.deepcopy(D).apply(_dcgan_init)
+    for now, new in zip(D.state_dict().values(), fresh.state_dict().values(), strict=True):
+        now.copy_(torch.where(condition, new, now))
+
+
 # --------------------------------------------------------------------------------------------
 # The training loop: any per-batch step, validation AUROC, best checkpoint
 # --------------------------------------------------------------------------------------------
@@ -126,6 +146,8 @@ def fit_adversarial(
 ) -> TrainResult:
     """Run `step(batch, gen) -> {loss: value}` over shuffled batches of normal data for `cfg.epochs`;
     `step.optimizers` names its optimisers, so that a checkpoint (`algan.resume`) holds their state.
+    The values (0-d tensors) are summed on the device in float64 and read once per epoch: the host does
+    not wait for a step.
 
     As `train_algan`: `augment(x, gen)` randomises a batch, `prepare(x)` makes the model input;
     `score(x_val)` (eval mode, no gradients) gives the validation AUROC every `cfg.eval_every`
@@ -150,19 +172,19 @@ def fit_adversarial(
             rows, last_auc, (best_auc, best_epoch, best_state) = state["rows"], state["last_auc"], state["best"]
             resume.set_rng_state(state["rng"], gen)
         first = 1 if state is None else state["epoch"] + 1
-        bar = tqdm(range(first, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
+        bar = progress_bar(range(first, cfg.epochs + 1), desc, progress)
         for epoch in bar:
             start = time.perf_counter()
             nets.train()
-            sums: dict[str, float] = {}
-            order = torch.randperm(len(x_train), generator=gen).to(device)
+            sums: dict[str, torch.Tensor] = {}
+            order = to_device(torch.randperm(len(x_train), generator=gen), device)
             for j in range(n_batches):
                 x = x_train[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]   # (B, C, H, W)
                 if augment is not None:
                     x = augment(x, gen) if cfg.rotate_fill == "black" else augment(x, gen, fill=cfg.rotate_fill)
                 for name, value in step(prepare(x), gen).items():
-                    sums[name] = sums.get(name, 0.0) + value
-            row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_auroc": math.nan}
+                    sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, dtype=torch.float64).detach()
+            row = {"epoch": epoch, **{k: float(v) / n_batches for k, v in sums.items()}, "val_auroc": math.nan}
             if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                 row["val_auroc"] = last_auc = auroc(y_val, score(x_val))
                 if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .algan_nets import ImageGenerator, _dcgan_init
-from .baseline_common import AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss
+from .algan_nets import ImageGenerator
+from .baseline_common import (AdversarialBaseline, BaselineHParams, Discriminator, ImageEncoder, discriminator_loss,
+                             reinit_below)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class GANomaly(AdversarialBaseline):
         G, D, hp = self.nets["generator"], self.nets["discriminator"], self.hparams
         opt_g, opt_d = hp.adam(G.parameters()), hp.adam(D.parameters())
 
-        def step(x: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+        def step(x: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
             # ---- G step: minimise w_adv L_adv + w_con L_con + w_enc L_enc ----
             x_hat, z, z_hat = G(x)                                              # (B, C, S, S), (B, latent) x 2
             real_logits, feat_real = D.logit_and_features(x)
@@ -91,9 +92,8 @@ class GANomaly(AdversarialBaseline):
             opt_d.zero_grad(set_to_none=True)  # drops the gradients the G step left in D
             loss_d.backward()
             opt_d.step()
-            if loss_d.item() < hp.reinit_d_below:
-                D.apply(_dcgan_init)
-            return {"loss_d": loss_d.item(), **{k: v.item() for k, v in losses.items()}}
+            reinit_below(D, loss_d, hp.reinit_d_below)
+            return {"loss_d": loss_d.detach(), **{k: v.detach() for k, v in losses.items()}}
 
         step.optimizers = (opt_g, opt_d)  # their state goes into a training checkpoint
         return step
