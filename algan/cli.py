@@ -274,7 +274,7 @@ def cmd_sweep(args) -> int:
             raise ValueError(f"--option {pair!r}: expected name=value, e.g. slurm_partition=gpu")
         options[key] = _parse_value(value)
     result = sweep(grid, executor=args.executor, workers=args.workers, data_root=args.data_root,
-                   runs_dir=args.runs_dir, retry_failed=args.retry_failed, **options)
+                   runs_dir=args.runs_dir, retry_failed=args.retry_failed, allow_dirty=args.allow_dirty, **options)
     print(result)
     for failure in result.failures:
         print(f"failed {failure['hash']} {failure['label']}: {failure['error']}")
@@ -295,7 +295,8 @@ def cmd_studies(args) -> int:
             print(f"{name}: {sweep_status(grids[name], data_root=args.data_root)}")
         return 0
     # one sweep over the studies named, in their order: no core waits for the end of a study
-    result = sweep([g for name in names for g in grids[name]], workers=args.workers, data_root=args.data_root)
+    result = sweep([g for name in names for g in grids[name]], workers=args.workers, data_root=args.data_root,
+                   allow_dirty=args.allow_dirty)
     failed = result.failed
     print(f"{' + '.join(names)}: {result}")
     for failure in result.failures:
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="submitit option, e.g. slurm_partition=gpu, timeout_min=240, cluster=local")
     w.add_argument("--data-root", help="default: $ALGAN_DATA")
     w.add_argument("--runs-dir", help="run cache (default: $ALGAN_RUNS or results/runs)")
+    w.add_argument("--allow-dirty", action="store_true",
+                   help="let runs into the book's cache (results/runs) come from uncommitted code (default: refused)")
     w.set_defaults(func=cmd_sweep)
 
     u = sub.add_parser("studies", help="run the grids of the readings page and the studies pages (Tables 7-11) "
@@ -424,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
     u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")
     u.add_argument("--data-root", help="default: $ALGAN_DATA")
+    u.add_argument("--allow-dirty", action="store_true",
+                   help="let runs into the book's cache (results/runs) come from uncommitted code (default: refused)")
     u.set_defaults(func=cmd_studies)
 
     d = sub.add_parser("data", help="data utilities")

@@ -170,7 +170,7 @@ def tidy_rows(run: dict[str, Any], metrics: Iterable[str] = ("test_auroc", "val_
     a = cfg["args"]
     base = {"dataset": a["dataset"], "category": a["category"] or a["dataset"], "method": a["method"],
             "seed": a["seed"], "profile": a["profile"], "device": cfg["device"], "commit": cfg["commit"],
-            "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"),
+            "code": cfg.get("code"), "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"),
             "run": cfg["hash"], "split_hash": m.get("split_hash"),
             "reading": (reading_of(cfg["resolved"], baseline=a["method"] in GAN_BASELINES) if cfg.get("resolved")
                         else "none (no config)")}
@@ -443,11 +443,24 @@ def provenance_summary(frame: pd.DataFrame, runs_dir=None, labels: Optional[dict
         runs["method"] if "method" in runs else pd.Series("all", index=runs.index), sort=False)["wall"]
     wall = ", ".join(f"{labels.get(m, m)} {w.mean():.1f} s" for m, w in by)
     return (f"profile {join('profile')} | seeds {', '.join(str(int(s)) for s in sorted(runs['seed'].unique()))} | "
-            f"device {join('device')} | commit {join('commit')} | last finished {runs['finished_utc'].max()} | "
+            f"device {join('device')} | commit {join('commit')} ({code_versions(runs)}) | "
+            f"last finished {runs['finished_utc'].max()} | "
             f"{len(runs)} run{'s' * (len(runs) != 1)}, mean wall time per run: {wall}")
 
 
-TIDY_COLUMNS = ("dataset", "category", "method", "seed", "profile", "device", "commit", "finished_utc",
+def code_versions(runs: pd.DataFrame) -> str:
+    """How many versions of the library made these runs: a run's source hash (`code`, recorded since
+    it existed), else its commit; runs of a '+dirty' commit without a source hash are counted apart,
+    since the code that made them cannot be named."""
+    code = runs["code"] if "code" in runs else pd.Series(None, index=runs.index, dtype=object)
+    commit = runs["commit"].astype(str)
+    unnamed = code.isna() & commit.str.endswith("+dirty")
+    n = pd.concat([code.dropna(), commit[code.isna() & ~unnamed]]).nunique()
+    k = int(unnamed.sum())
+    return f"{n} code version{'s' * (n != 1)}" + (f"; {k} run{'s' * (k != 1)} of uncommitted code" if k else "")
+
+
+TIDY_COLUMNS = ("dataset", "category", "method", "seed", "profile", "device", "commit", "code", "finished_utc",
                 "wall_seconds", "run", "split_hash", "reading", "metric", "value")
 
 

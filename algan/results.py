@@ -161,6 +161,18 @@ def git_commit() -> str:
     return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """A hash of the library's source (algan/**/*.py) as this process read it, once, at its first run:
+    it names the code that made a run even where the commit is '+dirty', and a training checkpoint of
+    other code is refused (algan.resume), while commits of results or pages change nothing."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def device_name(device: str | torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
@@ -172,6 +184,7 @@ def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
     import numpy, sklearn  # noqa: E401 - versions only
     return {
         "commit": git_commit(),
+        "code": code_version(),
         "device": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "host": socket.gethostname(),

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import hashlib
 import os
 import random
 import signal
@@ -38,14 +36,7 @@ CHECKPOINT_EVERY = int(os.environ.get("ALGAN_CHECKPOINT_EVERY", "4"))  # epochs;
 _ACTIVE: contextvars.ContextVar[Optional["Checkpoint"]] = contextvars.ContextVar("algan_checkpoint", default=None)
 
 
-@functools.lru_cache(maxsize=None)
-def code_version() -> str:
-    """A hash of the library's source as this process read it (once, at its first run), so that a
-    checkpoint of other code is refused while commits of results or pages change nothing."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+code_version = results.code_version  # a hash of algan/*.py as this process read it
 
 
 @contextlib.contextmanager

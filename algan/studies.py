@@ -72,7 +72,7 @@ def hyperparameter_grid(name: str, profile: str, seeds=None, readings=("literal"
 
 
 def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "local", workers=None,
-              progress: bool = False) -> tuple[pd.DataFrame, str]:
+              progress: bool = False, allow_dirty: bool = False) -> tuple[pd.DataFrame, str]:
     """Sweep `grid` (only what is not done runs), then tidy rows of its finished runs with the resolved
     values of the study's config `keys` as columns. Returns (rows, the sweep's summary lines).
 
@@ -83,7 +83,7 @@ def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "loc
             f"failed {r.label}: {r.error}" for r in status.table.itertuples() if r.state == "failed"]
     else:
         outcome = sweep(grid, executor=executor, workers=workers, data_root=data_root, runs_dir=runs_dir,
-                        progress=progress)
+                        progress=progress, allow_dirty=allow_dirty)
         lines = [f"sweep: {outcome}"] + [f"failed {f['label']}: {f['error']}" for f in outcome.failures]
     rows = []
     for spec in expand_grid(grid, data_root=data_root):

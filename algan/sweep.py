@@ -509,13 +509,27 @@ class SweepResult:
                 f"{unrecorded} of {self.total} runs")
 
 
+def check_clean(runs_dir: Path, allow_dirty: bool = False) -> None:
+    """Runs for the book's own cache (the repository's results/runs) come from committed code only: a
+    run's provenance must name the code that made it. Other run folders (a user's, the tests') take any."""
+    book_cache = (results.REPO_ROOT / "results" / "runs").resolve()
+    if allow_dirty or Path(runs_dir).resolve() != book_cache:
+        return
+    commit = results.git_commit()
+    if commit.endswith("+dirty"):
+        raise ValueError(f"{book_cache}: the library (algan/) has uncommitted changes ({commit}); commit them "
+                         "first so that these runs name their code, or pass allow_dirty=True (--allow-dirty)")
+
+
 def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_root=None, runs_dir=None,
-          progress: bool = True, retry_failed: bool = True, **executor_options) -> SweepResult:
+          progress: bool = True, retry_failed: bool = True, allow_dirty: bool = False,
+          **executor_options) -> SweepResult:
     """Run every run of `grid` that is not done yet; failed runs are retried unless `retry_failed=False`.
 
     executor: "local" (a process pool, `workers` default: the usable cores), "serial" (this process),
     "submitit" (`executor_options` go to `submitit.AutoExecutor`: folder=, cluster=, slurm_partition=,
-    timeout_min=, ...). Bad input raises a one-line ValueError before any run starts. The local pool
+    timeout_min=, ...). Bad input raises a one-line ValueError before any run starts, and so does a tree
+    with uncommitted changes under algan/ when the runs go to the book's cache (`check_clean`). The local pool
     spawns its workers, so a script that calls this needs the `if __name__ == "__main__":` guard.
     """
     from tqdm import tqdm
@@ -529,6 +543,7 @@ def sweep(grid, *, executor: str = "local", workers: Optional[int] = None, data_
     specs = expand_grid(grid, data_root=data_root)
     root = check_data(specs, data_root)
     runs_dir = Path(runs_dir or results.default_runs_dir()).absolute()
+    check_clean(runs_dir, allow_dirty)
     check_runs_dir(specs, runs_dir)
     result = SweepResult(total=len(specs))
     todo = []

@@ -12,6 +12,7 @@ import pytest
 
 from algan import experiments, feature_runs, results
 from algan.cli import main
+from algan import sweep as sweep_mod
 from algan.sweep import (acquire_lock, expand_grid, lock_path, release_lock, run_state, sweep, sweep_status)
 
 BOTTLE = {"method": "algan", "dataset": "mvtec", "category": "bottle", "seed": 0, "profile": "smoke"}
@@ -294,3 +295,26 @@ def test_sweep_command_status_and_failures(tmp_path, data_root, monkeypatch, cap
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     assert "retried by default" in " ".join(capsys.readouterr().out.split())
+
+
+def test_runs_for_the_books_cache_come_from_committed_code(monkeypatch, tmp_path):
+    from algan import results as R
+
+    monkeypatch.setattr(R, "git_commit", lambda: "abc123+dirty")
+    book = R.REPO_ROOT / "results" / "runs"
+    grid = {"method": "knn", "dataset": "mvtec", "category": "bottle", "profile": "smoke", "seed": 0}
+    with pytest.raises(ValueError, match="uncommitted changes .*abc123\\+dirty.*--allow-dirty"):
+        sweep(grid, runs_dir=book, executor="serial", progress=False)
+    sweep_mod.check_clean(book, allow_dirty=True)  # told so, it goes ahead
+    sweep_mod.check_clean(tmp_path)  # any other runs folder takes uncommitted code
+
+
+def test_a_page_counts_the_code_versions_behind_its_runs():
+    import pandas as pd
+
+    from algan import experiments as E
+
+    runs = pd.DataFrame({"commit": ["a", "a", "b+dirty", "b+dirty", "c+dirty"],
+                         "code": [None, None, "h1", "h2", None]})
+    assert E.code_versions(runs) == "3 code versions; 1 run of uncommitted code"  # a, h1, h2; c+dirty unnamed
+    assert E.code_versions(pd.DataFrame({"commit": ["a", "a"]})) == "1 code version"
