@@ -80,7 +80,7 @@ def level_status(parts: list[dict], level: float) -> str:
 def fmt(p: dict) -> str:
     if not p["n"]:
         return "-"
-    return f"{p['mean']:.3f}" + (f" ± {p['std']:.3f}" if p["n"] > 1 else "") + f" ({p['n']} seeds)"
+    return f"{p['mean']:.3f}" + (f" ± {p['std']:.3f}" if p["n"] > 1 else "") + f" (n={p['n']})"
 
 
 def diff_text(d: float, se: float) -> str:
@@ -347,6 +347,24 @@ def ledger_table(frame: pd.DataFrame, link: str = "pages/{page}.ipynb") -> pd.Da
         out.append({"claim": f"{claim} ([page]({link.format(page=page)}))", "the paper": theirs,
                     "active reading": cells["active"], "literal reading": "same" if same else cells["literal"]})
     return pd.DataFrame(out)
+
+
+def page_findings(profile: str, page: str, results_dir=None) -> str:
+    """What a page found, for its opening lines: its claims from the ledger (recomputed from the saved
+    CSVs), one bullet each with the status per reading; a page without claims in the ledger says so."""
+    frame = ledger(profile, results_dir)
+    rows = frame[frame["page"] == page]
+    if rows.empty:
+        return "This page's claims are not in the ledger."
+    lines = []
+    for claim, g in rows.groupby("claim", sort=False):
+        by = {r.reading: r for r in g.itertuples()}
+        cell = lambda r: f"**{r.status}**" + (f" ({r.ours}" + (f"; {r.difference}" if r.difference != "-" else "")  # noqa: E731
+                                              + ")" if r.ours != "-" else "")
+        same = (by["active"].status, by["active"].ours) == (by["literal"].status, by["literal"].ours)
+        lines.append(f"- {claim}: " + (cell(by["active"]) if same else
+                                       f"`active` {cell(by['active'])}; `literal` {cell(by['literal'])}"))
+    return "\n".join(lines)
 
 
 def counts(frame: pd.DataFrame, reading: str = "active") -> dict:
