@@ -404,8 +404,9 @@ def check_page_parameters(namespace: dict, allowed: Iterable[str]) -> None:
 
 
 def _frame_html(frame: pd.DataFrame) -> str:
-    """A DataFrame as a page shows it: a named index becomes columns, the bare 0..n one is not shown."""
-    if not isinstance(frame.index, pd.RangeIndex):
+    """A DataFrame as a page shows it: a named index becomes columns, an unnamed one (0..n, or row numbers
+    left by a sort) is not shown."""
+    if any(name is not None for name in frame.index.names):
         frame = frame.reset_index()
     return frame.style.hide(axis="index").format(precision=3, na_rep="-").to_html()
 

@@ -136,3 +136,11 @@ def test_split_sizes_counts_each_split_and_its_auroc_step(tmp_path):
 def test_an_aurocs_interval_stays_inside_0_and_1():
     assert E.interval(0.95, 0.05, 3) == "[0.826, 1.000]"  # 0.95 + 4.30 * 0.05 / sqrt(3) = 1.074, cut at 1
     assert E.interval(0.9, 0.1, 1) == "-"
+
+
+def test_a_pages_tables_show_a_named_index_as_columns_and_hide_row_numbers():
+    frame = pd.DataFrame({"n_dis": [4, 1], "auroc": [0.8, 0.9]}, index=[7, 3])
+    html = E._frame_html(frame)
+    assert ">7<" not in html and ">3<" not in html and "0.800" in html
+    named = E._frame_html(frame.set_index("n_dis"))
+    assert "n_dis" in named and ">4<" in named
