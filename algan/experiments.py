@@ -122,17 +122,17 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
 
     def execute(folder: Path) -> dict[str, Any]:
         splits = splits_once()
-        results.write_json(folder / "splits.json", {"split_hash": splits.split_hash(), **splits.describe(),
-                                                     "files": splits.file_lists()})
+        results.write_splits(folder, {"split_hash": splits.split_hash(), **splits.describe()}, splits.file_lists())
         det, extra, history = METHODS[method](splits, profile, seed, overrides or {}, device, progress)
         scores = {name: det.decision_function(getattr(splits, name).x) for name in ("val", "test")}
+        # rows in the order of the split's file list (results.split_files); %.9g keeps a float32 score exact
         results.write_csv(folder / "scores.csv", pd.concat([
-            pd.DataFrame({"split": name, "path": getattr(splits, name).paths,
-                          "label": getattr(splits, name).y.numpy(), "score": s}) for name, s in scores.items()]))
+            pd.DataFrame({"split": name, "label": getattr(splits, name).y.numpy(), "score": s})
+            for name, s in scores.items()]), float_format="%.9g")
         if history is not None:
-            results.write_csv(folder / "history.csv", history)
+            results.write_csv(folder / "history.csv", history, float_format="%.6g")
         det.save(folder / "model.pt")
-        if isinstance(det, ALGAN):
+        if isinstance(det, ALGAN) and shows_samples(overrides):
             save_samples(det, folder / "samples.png")
         y_test = splits.test.y.numpy()
         pred = (scores["test"] > det.threshold_).astype(int)
@@ -278,6 +278,15 @@ def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
 
 
 # ---- figures ---------------------------------------------------------------------------------
+def shows_samples(overrides: Optional[dict]) -> bool:
+    """Whether a run's samples are a figure's (Figure 1, the readings page): ALGAN-image at a reading's
+    settings, not a study's variation of them; other runs keep no samples.png (~120 KB each)."""
+    from . import config
+
+    named = [*config.READINGS.values(), *READINGS.values()]  # the named readings, the readings page's changes
+    return set(overrides or {}) <= {k for spec in named for k in spec} | {"train.fake_bn_stats"}
+
+
 def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
     """Figure 1's material: a row of fake-normal and a row of fake-anomalous images, made as D saw them in
     training (`ALGAN.training_fakes`: the reading's batch-norm statistics), as a PNG."""
@@ -328,7 +337,7 @@ def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_d
                                                              profile=profile, run=run["config"]["hash"])
             frames.append(scores)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["split", "path", "label", "score", "dataset", "reading", "seed", "profile", "run"])
+        columns=["split", "label", "score", "dataset", "reading", "seed", "profile", "run"])
 
 
 def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None, save_as: Optional[str] = None):

@@ -189,7 +189,7 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
             pd.DataFrame({"split": k, "id": data.ids[k], "label": data.labels[k], "score": scores[k]})
             for k in ("val", "test")]))
         if history is not None:
-            results.write_csv(folder / "history.csv", history)
+            results.write_csv(folder / "history.csv", history, float_format="%.6g")
         if isinstance(det, ALGAN):
             det.save(folder / "model.pt")
         return {"test_auroc": auroc(data.labels["test"], scores["test"]), "split_hash": data.info["split_hash"],

@@ -64,9 +64,27 @@ def write_json(path: str | Path, data: Any) -> None:
                                 allow_nan=False) + "\n")
 
 
-def write_csv(path: str | Path, frame) -> None:
+def write_csv(path: str | Path, frame, float_format: str | None = None) -> None:
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, float_format=float_format)
+
+
+SPLITS = "_splits"  # beside the run folders: each split's file lists, once per split hash
+
+
+def write_splits(folder: Path, info: dict[str, Any], files: dict[str, list]) -> None:
+    """A run's `splits.json`: `info` (sizes, seed, the split hash) in the run folder, and the file lists
+    once per split hash in `<runs dir>/_splits/<hash>.json` (many runs share a split: ~25 KB each)."""
+    store = folder.parent / SPLITS / f"{info['split_hash']}.json"
+    if not store.exists():
+        write_json(store, files)
+    write_json(folder / "splits.json", {**info, "files": f"../{SPLITS}/{store.name}"})
+
+
+def split_files(folder: Path) -> dict[str, list]:
+    """A run's file lists per split, stored in its splits.json (older runs) or referenced from it."""
+    files = json.loads((Path(folder) / "splits.json").read_text())["files"]
+    return files if isinstance(files, dict) else json.loads((Path(folder) / files).read_text())
 
 
 def torch_save(obj: Any, path: str | Path) -> None:

@@ -57,20 +57,30 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     assert len(auc) == 1 and 0.0 <= auc.value.iloc[0] <= 1.0
     assert {"profile", "seed", "device", "commit", "wall_seconds", "split_hash"} <= set(tidy.columns)
     folder = tmp_path / auc.run.iloc[0]
-    splits = json.loads((folder / "splits.json").read_text())
-    assert len(splits["files"]["train"]) == 209 and len(splits["files"]["test"]) == 42
+    splits = results.split_files(folder)  # the file lists, kept once per split beside the run folders
+    assert len(splits["train"]) == 209 and len(splits["test"]) == 42
+    assert json.loads((folder / "splits.json").read_text())["files"] == f"../_splits/{auc.split_hash.iloc[0]}.json"
     scores = pd.read_csv(folder / "scores.csv")
     assert sorted(scores.split.unique()) == ["test", "val"] and len(scores) == 83
-    assert (folder / "history.csv").exists() and (folder / "samples.png").exists()
+    assert list(scores.columns) == ["split", "label", "score"]  # rows in the split's order
+    assert (folder / "history.csv").exists() and (folder / "samples.png").exists()  # a reading's point: Figure 1's
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.name not in ("model.pt", "samples.png"))
+    assert size < 20_000, size  # what results/ keeps of a run, less the figure's samples
     summary = experiments.summarize(tidy)
     assert summary.paper_mean.iloc[0] == 0.948  # Tables 8/10, bottle at the defaults
+
+
+def test_a_study_run_keeps_no_samples():
+    assert experiments.shows_samples({}) and experiments.shows_samples(experiments.reading_overrides("active"))
+    assert not experiments.shows_samples({"train.sigma": 2.0})
+    assert not experiments.shows_samples({**experiments.reading_overrides("active"), "train.use_buffer": False})
 
 
 def test_a_table_shows_another_reading_from_finished_runs_only(tmp_path, data_root):
     kw = dict(profile="smoke", categories=["bottle"], data_root=data_root, runs_dir=tmp_path, progress=False,
               methods=("algan",), also={"active": ("algan",)})
     before = experiments.image_auroc_table("mvtec", **kw)
-    assert len(list(tmp_path.iterdir())) == 1  # the table trains the literal run, not the active one
+    assert len([p for p in tmp_path.iterdir() if p.name != "_splits"]) == 1  # the literal run, not the active
     assert "1 of 1 runs not made yet" in before.loc[before.metric == "missing_data", "note"].iloc[0]
     experiments.run_image("algan", "mvtec", category="bottle", profile="smoke", data_root=data_root,
                           runs_dir=tmp_path, overrides=experiments.reading_overrides("active"))

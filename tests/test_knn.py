@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from algan import experiments
+from algan import experiments, results
 from algan.models.knn import PixelKNN
 
 
@@ -42,7 +42,7 @@ def test_same_split_as_algan(tmp_path, data_root):
     tidy = experiments.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
                                          runs_dir=tmp_path, progress=False, methods=("algan", "knn"))
     auc = tidy[tidy.metric == "test_auroc"].set_index("method")
-    files = {m: json.loads((tmp_path / auc.loc[m, "run"] / "splits.json").read_text())["files"] for m in auc.index}
+    files = {m: results.split_files(tmp_path / auc.loc[m, "run"]) for m in auc.index}
     assert files["algan"] == files["knn"]
     assert auc.loc["knn", "split_hash"] == auc.loc["algan", "split_hash"]
     assert 0.5 < auc.loc["knn", "value"] <= 1.0  # pixels separate broken bottles from good ones

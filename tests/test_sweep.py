@@ -219,7 +219,7 @@ def test_resume_after_a_sweep_is_killed_midway(tmp_path, data_root):
     proc = _start_sweep(grid, data_root, runs)
     deadline = time.time() + 300
     while True:  # kill while a run is in progress, after at least one finished
-        folders = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+        folders = [p for p in runs.iterdir() if p.is_dir() and p.name != results.SPLITS] if runs.exists() else []
         if any(results.is_done(p) for p in folders) and any(not results.is_done(p) for p in folders):
             os.killpg(proc.pid, signal.SIGKILL)
             break
@@ -228,8 +228,8 @@ def test_resume_after_a_sweep_is_killed_midway(tmp_path, data_root):
         time.sleep(0.02)
     proc.wait()
     finished = {p.name: ((p / "done").stat().st_mtime_ns, json.loads((p / "config.json").read_text())["finished_utc"])
-                for p in runs.iterdir() if p.is_dir() and results.is_done(p)}
-    interrupted = [p for p in runs.iterdir() if p.is_dir() and not results.is_done(p)]
+                for p in runs.iterdir() if p.is_dir() and p.name != results.SPLITS and results.is_done(p)}
+    interrupted = [p for p in runs.iterdir() if p.is_dir() and p.name != results.SPLITS and not results.is_done(p)]
     assert finished and len(interrupted) == 1 and lock_path(interrupted[0]).exists()  # a dead process's lock
 
     res = sweep(grid, executor="serial", data_root=data_root, runs_dir=runs, progress=False)
@@ -240,7 +240,8 @@ def test_resume_after_a_sweep_is_killed_midway(tmp_path, data_root):
         assert 0.0 <= run["metrics"]["test_auroc"] <= 1.0 and not (run["folder"] / "failed.json").exists()
     assert {h: ((runs / h / "done").stat().st_mtime_ns,
                 json.loads((runs / h / "config.json").read_text())["finished_utc"]) for h in finished} == finished
-    assert sorted(p.name for p in runs.iterdir()) == sorted(s.hash for s in expand_grid(grid))  # no locks, no temp files
+    left = sorted(p.name for p in runs.iterdir() if p.name != results.SPLITS)
+    assert left == sorted(s.hash for s in expand_grid(grid))  # no locks, no temp files
     assert not [p for p in runs.rglob("*") if p.name.endswith(".tmp")]
 
 
