@@ -228,6 +228,16 @@ def test_check_finds_problems(tiny_root):
     assert "problems" in format_report(df) and "001.png" in format_report(df)
 
 
+def test_check_reports_symlink_loops_and_dangling_links(tiny_root):
+    (tiny_root / "mvtec/bottle/train/good/loop").symlink_to(tiny_root / "mvtec/bottle")
+    (tiny_root / "mvtec/bottle/test/good/gone.png").symlink_to(tiny_root / "nowhere.png")
+    df, ok = check_root(tiny_root)
+    links = df.loc[df["check"] == "symlink", "detail"].tolist()
+    assert not ok and len(links) == 2
+    assert any(d.startswith("mvtec/bottle/train/good/loop:") and "a loop" in d for d in links)
+    assert any(d.startswith("mvtec/bottle/test/good/gone.png:") and "does not exist" in d for d in links)
+
+
 def test_check_bad_roots(tiny_root, tmp_path):
     with pytest.raises(DataError):
         check_root(tmp_path / "missing")

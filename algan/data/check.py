@@ -202,6 +202,21 @@ def is_category_folder(folder: Path) -> bool:
     return (folder / "train" / "good").is_dir() and (folder / "test").is_dir() and folder.parent.name != "mvtec"
 
 
+def _check_links(c: _Checker, root: Path) -> None:
+    """Symbolic links under root that loop (to a folder that holds them) or lead nowhere: one problem each."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            target = path.resolve(strict=False)
+            if not target.exists():
+                c.problem("(root)", "symlink", f"{c.rel(path)}: a symbolic link to {target}, which does not exist")
+            elif target.is_dir() and path.parent.resolve().is_relative_to(target):
+                c.problem("(root)", "symlink", f"{c.rel(path)}: a symbolic link to {target}, a folder that holds "
+                                               "it (a loop); remove the link")
+
+
 def check_root(root: str | os.PathLike | None, progress: bool = False) -> tuple[pd.DataFrame, bool]:
     """Check every data set found under root, or root itself when it is one category folder in MVTec layout;
     (one row per check or problem, ok). A missing root is a DataError. `progress`: a bar while decoding
@@ -227,6 +242,7 @@ def check_root(root: str | os.PathLike | None, progress: bool = False) -> tuple[
         hints = [h for h in (diagnose(root, r) for r in ("mvtec", "mtd", "coil-100", FEATURES_DIR)) if h]
         c.problem("(root)", "layout", f"{root}: no mvtec/, mtd/, coil-100/ or {FEATURES_DIR}/ here; "
                   + (hints[0] if hints else "point the root at the folder that holds them"))
+    _check_links(c, root)
     c.decode_all(progress)
     df = pd.DataFrame(c.rows, columns=COLUMNS)
     df["expected"] = df["expected"].astype("Int64")
