@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 test: $(VENV)/.installed
 	@scratch=$$(mktemp -d); \
 	ALGAN_RUNS=$$scratch/runs ALGAN_RESULTS=$$scratch/results MPLBACKEND=Agg \
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) --ignore=tests/browser --nbval-lax --nbval-current-env \
+	$(BIN)/python -m pytest tests $(NOTEBOOKS) --ignore=tests/browser --nbval-lax --nbval-current-env --durations=15 \
 		-p no:cacheprovider; \
 	status=$$?; rm -rf $$scratch; exit $$status
 	$(MAKE) book
