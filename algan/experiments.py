@@ -304,19 +304,23 @@ def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
 
 
 def figure1_samples(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
-                    dataset: str = "mvtec", category: str = "bottle", readings=("literal",)) -> pd.DataFrame:
+                    dataset: str = "mvtec", category: str = "bottle", readings=("literal",),
+                    save_as: Optional[str] = None) -> pd.DataFrame:
     """Figure 1: fake-normal (top row) vs fake-anomalous (bottom row) images of ALGAN-image runs, per
-    reading of the paper (algan.config.READINGS) and seed."""
+    reading of the paper (algan.config.READINGS) and seed; `save_as` writes the rows (test AUROC and
+    provenance; the images stay in the run folders) to results/."""
     rows = []
-    for name in readings:
-        for seed in default_seeds(profile, seeds):
-            try:
-                run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
-                                overrides=reading_overrides(name) or None, data_root=data_root, runs_dir=runs_dir)
-            except DataError as err:
-                return pd.DataFrame([missing_row(dataset, category, "algan", profile, err)])
+    try:
+        for name, seed in ((name, seed) for name in readings for seed in default_seeds(profile, seeds)):
+            run = run_image("algan", dataset, category=category, profile=profile, seed=seed,
+                            overrides=reading_overrides(name) or None, data_root=data_root, runs_dir=runs_dir)
             rows.append({**tidy_rows(run, ["test_auroc"])[0], "samples": str(run["folder"] / "samples.png")})
-    return pd.DataFrame(rows)
+    except DataError as err:
+        rows = [missing_row(dataset, category, "algan", profile, err)]
+    frame = pd.DataFrame(rows)
+    if save_as:
+        save_results(frame.drop(columns="samples", errors="ignore"), save_as, profile)
+    return frame
 
 
 def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_dir=None,
@@ -338,6 +342,21 @@ def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_d
             frames.append(scores)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["split", "label", "score", "dataset", "reading", "seed", "profile", "run"])
+
+
+def score_aurocs(scores: pd.DataFrame, save_as: Optional[str] = None, profile: str = "smoke") -> pd.DataFrame:
+    """Figure 5's numbers: one tidy row per data set, reading and seed of `figure5_scores` - the AUROC of
+    its scores and the normal / anomalous counts it comes from; `save_as` writes them to results/."""
+    rows = [{"dataset": dataset, "reading": reading, "seed": int(seed), "profile": part["profile"].iloc[0],
+             "run": part["run"].iloc[0], "normal": int((part["label"] == 0).sum()),
+             "anomalous": int((part["label"] == 1).sum()), "metric": "test_auroc",
+             "value": auroc(part["label"], part["score"])}
+            for (dataset, reading, seed), part in scores.groupby(["dataset", "reading", "seed"], sort=False)]
+    frame = pd.DataFrame(rows, columns=["dataset", "reading", "seed", "profile", "run", "normal", "anomalous",
+                                        "metric", "value"])
+    if save_as:
+        save_results(frame, save_as, profile)
+    return frame
 
 
 def figure3_toy(*, profile: str = "smoke", seeds=None, epochs: Optional[int] = None, save_as: Optional[str] = None):

@@ -147,3 +147,24 @@ def test_empty_root_gives_missing_rows(tmp_path):
     assert set(tidy.metric) == {"missing_data"} and "mvtec" in tidy.note.iloc[0]
     fig1 = experiments.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs")
     assert list(fig1.metric) == ["missing_data"]
+
+
+def test_score_aurocs_one_row_per_dataset_reading_seed_and_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    scores = pd.DataFrame({"label": [0, 0, 1, 1, 0, 1], "score": [0.1, 0.5, 0.4, 0.9, 0.2, 0.3],
+                           "dataset": "mtd", "reading": "literal", "seed": [0, 0, 0, 0, 1, 1],
+                           "profile": "smoke", "run": ["a"] * 4 + ["b"] * 2})
+    table = experiments.score_aurocs(scores, save_as="fig5_histograms", profile="smoke")
+    assert list(table["seed"]) == [0, 1] and list(table["run"]) == ["a", "b"]
+    assert table["value"].tolist() == [0.75, 1.0]
+    assert table[["normal", "anomalous"]].values.tolist() == [[2, 2], [1, 1]]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "fig5_histograms_smoke.csv"), table, check_dtype=False)
+
+
+def test_figure1_saves_its_rows_without_local_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    (tmp_path / "root").mkdir()
+    experiments.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs",
+                                save_as="fig1_samples")
+    saved = pd.read_csv(tmp_path / "fig1_samples_smoke.csv")
+    assert list(saved.metric) == ["missing_data"] and "samples" not in saved
