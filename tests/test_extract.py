@@ -124,6 +124,27 @@ def test_pooled_and_maps_shapes(coil):
         E.extract_files(paths, backbone=LITE0, category="bottle", kind="logits")
 
 
+# ---- engines: ONNX Runtime gives PyTorch's features ------------------------------------------
+def test_onnxruntime_engine_gives_the_torch_features(coil):
+    pytest.importorskip("onnxruntime", reason="the parity test needs algan[deploy]; `make test` installs it")
+    for kind, kwargs in (("pooled", {"angles": E.rotation_angles(2)}), ("maps", {}), ("maps", {"map_size": None})):
+        ours = {engine: E.extract_files(coil[:3], backbone=LITE0, category="bottle", kind=kind, batch_size=2,
+                                        engine=engine, **kwargs).astype(np.float32) for engine in E.ENGINES}
+        scale = np.abs(ours["torch"]).max()
+        assert ours["onnxruntime"].shape == ours["torch"].shape
+        tol = 1e-5 if kind == "pooled" else 2e-3  # maps are stored as float16 (relative step 1e-3)
+        assert np.abs(ours["onnxruntime"] - ours["torch"]).max() <= tol * scale, kind
+
+
+def test_engine_choice_and_errors():
+    assert E.default_engine("cuda") == "torch"
+    with pytest.raises(E.BackboneError, match="expected one of"):
+        E.load_extractor(LITE0, engine="tensorrt")
+    with pytest.raises(E.BackboneError, match="CPU only"):
+        E.load_extractor(LITE0, engine="onnxruntime", device="cuda")
+    assert isinstance(E.load_extractor(LITE0, engine="torch"), E.Backbone)
+
+
 # ---- pre-processing -------------------------------------------------------------------------
 def _framed(size: int, border: int, channels: int = 3) -> torch.Tensor:
     """-1 inside, +1 on a frame `border` pixels wide."""

@@ -42,6 +42,33 @@ def test_peak_memory_sees_an_allocation():
     assert mem.mib > 32
 
 
+def test_bytes_of_a_linear_layer_counted_by_hand():
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with torch.inference_mode():
+        n = timing.count_bytes(lambda: layer(x))
+    # addmm reads bias (3), input (2 x 4) and weight (3 x 4), writes the output (2 x 3); the weight's
+    # transpose is a view and moves nothing. fp32: 4 bytes each.
+    assert n == 4 * (3 + 8 + 12 + 6)
+
+
+def test_bytes_of_a_depthwise_conv_grow_with_the_batch_and_weights_are_counted_once():
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x1, x4 = torch.randn(1, 8, 16, 16), torch.randn(4, 8, 16, 16)
+    with torch.inference_mode():
+        one, four = timing.count_bytes(lambda: conv(x1)), timing.count_bytes(lambda: conv(x4))
+    weights, per_image = 4 * 8 * 9, 4 * 2 * 8 * 16 * 16  # the map read and the map written
+    assert one == weights + per_image and four == weights + 4 * per_image
+
+
+def test_roofline_is_the_slower_of_compute_and_memory():
+    machine = {"matmul_gflops": 100.0, "conv_gflops": 50.0, "mem_gbs": 10.0}
+    assert timing.roofline_ms(1e9, 1e6, machine) == pytest.approx(10.0)   # 1 GFLOP at 100 GFLOP/s
+    assert timing.roofline_ms(1e6, 1e9, machine) == pytest.approx(100.0)  # 1 GB at 10 GB/s
+    measured = timing.device_throughput(torch.device("cpu"), reps=1)
+    assert measured["mem_gbs"] > 0.1
+
+
 @pytest.fixture(scope="module")
 def tiny_table(one_torch_thread):
     return timing.timing_table("smoke", batch=2, reps=1, n_train=16, n_val=4, device="cpu")
@@ -50,8 +77,8 @@ def tiny_table(one_torch_thread):
 def test_harness_gives_a_finite_positive_row_per_method(tiny_table):
     t = tiny_table
     assert list(t["method"]) == list(timing.METHODS)
-    for col in ("predict_ms_b1", "predict_ms", "gflops_per_image", "floor_ms", "x_floor", "train_s_full",
-                "matmul_gflops", "conv_gflops"):
+    for col in ("predict_ms_b1", "predict_ms", "gflops_per_image", "mb_per_image_b1", "mb_per_image", "floor_ms_b1",
+                "floor_ms", "x_floor_b1", "x_floor", "train_s_full", "matmul_gflops", "conv_gflops", "mem_gbs"):
         assert np.isfinite(t[col]).all() and (t[col] > 0).all(), col
     epochs = t[t["method"].isin(["algan", "ganomaly", "skip_ganomaly", "alocc", "algan_feature", "differnet"])]
     assert (epochs["train_s_per_epoch"] > 0).all()
