@@ -118,6 +118,14 @@ CASES = [
     ("features with 0 normal val rows", lambda d: ["train", "--dataset", "features", "--path",
                                                    str(d / "too_small.npz"), "--profile", "smoke", "--out", str(d / "o")],
      "too_small.npz: the val split"),
+    ("--augment rotate", lambda d: ["train", "--dataset", "folder", "--path", str(d / "too_small"), "--augment", "rotate",
+                                    "--profile", "smoke", "--out", str(d / "o")],
+     "--augment 'rotate': unknown augmentation; expected flip, none or mvtec:<category>"),
+    ("--augment mvtec:scerw", lambda d: ["train", "--dataset", "folder", "--path", str(d / "too_small"), "--augment",
+                                         "mvtec:scerw", "--profile", "smoke", "--out", str(d / "o")],
+     "unknown MVTec-AD category 'scerw'; expected flip, none or mvtec:<category>, the category one of bottle, cable"),
+    ("--augment with mtd", lambda d: TRAIN + ["--augment", "flip", "--out", str(d / "o")],
+     "--augment flip: only --dataset folder takes one"),
     ("--out is a file", lambda d: TRAIN + ["--out", str(d / "image.pt")], "image.pt is a file"),
 ]
 
