@@ -322,12 +322,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+TOY_FIGURE = "toy.png"
+
+
 def cmd_toy(args) -> int:
+    from . import results
+
+    out = Path(args.out)
+    if out.suffix.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg") or out.is_file():
+        raise ValueError(f"--out {out}: expected a folder (the figure is written inside it as {TOY_FIGURE}), "
+                         f"e.g. --out {out.with_suffix('') if out.suffix else out.parent / 'toy'}")
+    results.check_output_dir(out, what="--out")  # before the two models train
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import results, toy
+    from . import toy
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, kind in zip(axes, ("algan", "plain_gan")):
@@ -336,9 +347,9 @@ def cmd_toy(args) -> int:
         print(f"{name:9s} test AUROC (held-out normal vs ring r=4): {res.test_auroc:.4f}")
         toy.plot_toy(res, ax=ax, title=f"{name}: AUROC {res.test_auroc:.3f}")
     fig.tight_layout()
-    with results.atomic_path(args.out) as tmp:  # the whole figure or none
-        fig.savefig(tmp, dpi=120, format=Path(args.out).suffix[1:] or "png")
-    print(f"figure saved to {args.out}")
+    with results.atomic_path(out / TOY_FIGURE) as tmp:  # the whole figure or none
+        fig.savefig(tmp, dpi=120, format="png")
+    print(f"figure saved to {out / TOY_FIGURE}")
     return 0
 
 
@@ -506,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     y = sub.add_parser("toy", help="Figure 3: ALGAN vs a plain GAN on 2-D toy data; prints both AUROCs")
     y.add_argument("--seed", type=_seed, default=0, help="seed of the data and of both models (default: 0)")
     y.add_argument("--epochs", type=int, default=60, help="training epochs of each model (default: 60)")
-    y.add_argument("--out", default="toy.png", help="figure file (default: toy.png)")
+    y.add_argument("--out", required=True, metavar="FOLDER",
+                   help=f"folder to write the figure into, as FOLDER/{TOY_FIGURE} (made if absent)")
     y.add_argument("--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=cmd_toy)
 

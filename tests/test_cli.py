@@ -219,12 +219,17 @@ def test_table2_command(tmp_path, data_root, capsys, monkeypatch):
     assert "SPADE" in out and "Mah.AD" in out and "paper, ALL" in out
 
 
-def test_toy_command(tmp_path):
-    fig = tmp_path / "toy.png"
-    proc = subprocess.run([sys.executable, "-m", "algan.cli", "toy", "--epochs", "3", "--out", str(fig), "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+def test_toy_command_writes_under_out(tmp_path):
+    """The figure goes into the --out folder (made), never into the current folder."""
+    here = tmp_path / "cwd"
+    here.mkdir()
+    out = tmp_path / "toy_run"
+    proc = subprocess.run([sys.executable, "-m", "algan.cli", "toy", "--epochs", "3", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=here)
     assert proc.returncode == 0, proc.stderr
-    assert "ALGAN" in proc.stdout and "plain GAN" in proc.stdout and fig.stat().st_size > 10_000
+    assert "ALGAN" in proc.stdout and "plain GAN" in proc.stdout and (out / "toy.png").stat().st_size > 10_000
+    assert proc.stdout.strip().splitlines()[-1] == f"figure saved to {out / 'toy.png'}"
+    assert [p.name for p in out.iterdir()] == ["toy.png"] and list(here.iterdir()) == []
 
 
 def test_data_check_exit_codes(tmp_path, data_root):
