@@ -67,6 +67,7 @@ def test_train_then_score(tmp_path, data_root):
     frame = pd.read_csv(csv)
     assert len(frame) == 83 and set(frame.label) == {0, 1} and set(frame.prediction) <= {0, 1}
     assert frame.score.notna().all()
+    assert frame.split.value_counts().to_dict() == {"test": 42, "val": 41}  # by path below the data root
 
 
 def _category(folder, n_train=6, n_good=6, n_defect=6):
