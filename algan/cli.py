@@ -74,6 +74,57 @@ def _check_out_file(out: str) -> None:
 
 
 # ---- commands -----------------------------------------------------------------------------
+# How each data set is split (algan/data: splits.py and the loaders; the README says the same).
+SPLIT_RULES = {
+    "mvtec": "train = train/good; test/ halved per label into val and test",
+    "folder": "train = train/good; test/ halved per label into val and test",
+    "mtd": "normal images 50/25/25 train/val/test, anomalous 50/50 val/test",
+    "coil100": "10 seeded objects normal, their images 60/20/20 train/val/test; the other objects' 50/50 val/test",
+    "features": "normal rows 60/20/20 train/val/test, anomalous rows 50/50 val/test",
+}
+OP_WORDS = {"hflip": "horizontal flip", "vflip": "vertical flip", "rotate": "rotation"}
+DATASET_NAMES = {"mvtec": "MVTec-AD", "mtd": "MTD", "coil100": "COIL-100"}
+
+
+def _augment_ops(args) -> tuple[str, ...] | None:
+    """The folder's augmentation ops by --augment (default flip); None for the other data sets. A bad value,
+    or --augment on a data set that trains with the paper's augmentation, is a ValueError (exit code 2)."""
+    from .data.folder import AUGMENT_CHOICES, FOLDER_AUGMENT, folder_augmentations
+
+    if args.dataset != "folder":
+        if args.augment is not None:
+            raise ValueError(f"--augment {args.augment}: only --dataset folder takes one ({AUGMENT_CHOICES}); "
+                             f"--dataset {args.dataset} trains with the paper's augmentation of its data")
+        return None
+    return folder_augmentations(args.augment or FOLDER_AUGMENT, "--augment")
+
+
+def _augment_words(args, data) -> str:
+    """The augmentation in use, in words, and where it comes from."""
+    if args.dataset == "features":
+        return "none (feature rows)"
+    ops = f"random {', '.join(OP_WORDS[op] for op in data.augmentations)}" if data.augmentations else "none"
+    if args.dataset == "folder":
+        return f"{ops} (--augment {args.augment or 'flip, the default'})"
+    what = f"MVTec-AD {data.category}" if args.dataset == "mvtec" else DATASET_NAMES[args.dataset]
+    return f"{ops} (the paper's for {what})"
+
+
+def _start_banner(args, data, cfg) -> str:
+    """What `train` is about to do, in two lines: the split sizes and their rule; the checkpoint selection,
+    the threshold and the augmentation."""
+    sizes = data.describe()["sizes"]
+    part = lambda n: f"{sizes[n]['normal']} normal + {sizes[n]['anomalous']} anomalous"  # noqa: E731
+    train = f"{sizes['train']['normal']} normal" if not sizes["train"]["anomalous"] else part("train")
+    t = cfg.train
+    return (f"split (seed {args.seed}; {SPLIT_RULES[args.dataset]}): train {train} | val {part('val')} | "
+            f"test {part('test')}\n"
+            f"selection: the checkpoint of best validation AUROC (checked every {t.eval_every} "
+            f"epoch{'s' if t.eval_every != 1 else ''} and at the last, "
+            f"the earliest of ties); threshold at {t.threshold_fpr:.0%} false positives on the validation normals; "
+            f"augmentation: {_augment_words(args, data)}")
+
+
 def cmd_train(args) -> int:
     import numpy as np
 
@@ -88,6 +139,7 @@ def cmd_train(args) -> int:
     if args.dataset in ("features", "folder") and not args.path:
         what = "an .npz file with arrays X and y" if args.dataset == "features" else "a folder in MVTec layout"
         raise ValueError(f"--dataset {args.dataset} needs --path: {what}")
+    _augment_ops(args)  # a bad --augment stops here
     _check_device(args.device)
     overrides = _overrides(args.set)
     kind = "feature" if args.dataset == "features" else "image"
@@ -97,14 +149,17 @@ def cmd_train(args) -> int:
         data = load_features(args.path, seed=args.seed)
         fit = dict(X_val=data.val.x, y_val=data.val.y)
         x_train, x_test = data.train.x, data.test.x
+        source = str(Path(args.path).resolve())
     else:
         root = args.path if args.dataset == "folder" else args.data_root
         data = load_dataset(args.dataset, root, category=args.category, image_size=cfg.model.image_size,
-                            seed=args.seed)
+                            seed=args.seed, augment=args.augment if args.dataset == "folder" else None)
         cfg = cfg.override(**{"model.extra_channels": data.extra_channels})
         fit = dict(X_val=data.val.x, y_val=data.val.y.numpy(), augment=data.augment)
         x_train, x_test = data.train.x, data.test.x
+        source = str(Path(data.root).resolve())
     require_evaluable(data, args.path or f"{args.dataset}" + (f"/{args.category}" if args.category else ""))
+    print(_start_banner(args, data, cfg), flush=True)  # --quiet silences the progress bar only
     det = ALGAN(cfg, seed=args.seed, device=args.device, progress=not args.quiet).fit(x_train, **fit)
     y_test = np.asarray(data.test.y)
     metrics = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "threshold": det.threshold_,
@@ -112,7 +167,10 @@ def cmd_train(args) -> int:
     with results.atomic_folder(out) as folder:  # all files, then `done`, or none (a failure keeps nothing)
         det.save(folder / "model.pt")
         results.write_csv(folder / "history.csv", det.history_)
-        results.write_json(folder / "splits.json", {"split_hash": data.split_hash(), "files": data.file_lists()})
+        # `source`: the data root (images; the files are relative to it) or the .npz (rows), so that
+        # `algan score` can tell which of the files it scores were in the validation split
+        results.write_json(folder / "splits.json", {"split_hash": data.split_hash(), "source": source,
+                                                    "files": data.file_lists()})
         results.write_json(folder / "metrics.json", {**metrics, **results.provenance(det.device)})
     print(f"best epoch {det.best_epoch_}: val AUROC {det.best_val_auroc_:.4f}, "
           f"test AUROC {metrics['test_auroc']:.4f}; saved {out / 'model.pt'}")
@@ -146,6 +204,38 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     return files
 
 
+def _run_splits(checkpoint: str) -> tuple[dict[str, list], str | None] | None:
+    """The file lists (or row lists) per split of the run beside `checkpoint` (its splits.json, written by
+    `algan train` or the run cache) and their source (the data root or the .npz; None in older files), or
+    None when there is no splits.json there."""
+    from . import results
+
+    folder = Path(checkpoint).parent
+    if not (folder / "splits.json").is_file():
+        return None
+    try:
+        return results.split_files(folder), json.loads((folder / "splits.json").read_text()).get("source")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # not a splits.json of ours: the rows are not marked
+
+
+def _image_splits(files: list[Path], lists: dict[str, list], source: str | None) -> list[str]:
+    """Each scored file's split in the run: its path relative to the run's data root (or, where the root is not
+    recorded, the longest end of its path that a split lists); "-" when it is in none."""
+    where = {rel: name for name, rels in lists.items() for rel in rels}
+    out = []
+    for path in files:
+        parts = path.resolve().parts
+        if source is not None:
+            try:
+                out.append(where.get(path.resolve().relative_to(source).as_posix(), "-"))
+            except ValueError:  # not below the run's data root
+                out.append("-")
+        else:
+            out.append(next((where[r] for r in ("/".join(parts[i:]) for i in range(1, len(parts))) if r in where), "-"))
+    return out
+
+
 def cmd_score(args) -> int:
     import numpy as np
     import pandas as pd
@@ -154,6 +244,7 @@ def cmd_score(args) -> int:
     from .data import load_images
     from .data.features import read_rows
     from .detector import ALGAN
+    from .score import auroc
 
     _check_out_file(args.out)
     _check_device(args.device)
@@ -168,25 +259,57 @@ def cmd_score(args) -> int:
         raise ValueError(f"{args.checkpoint}: threshold {det.threshold_} is not finite: expected a fitted "
                          "model (`algan train` sets the threshold)")
     m = det.config.model
+    run = _run_splits(args.checkpoint)
+    split = None
     if m.kind == "feature":
         if len(args.inputs) != 1 or not args.inputs[0].endswith(".npz"):
             raise ValueError(f"inputs {args.inputs}: a feature model scores one .npz file with an array X")
         x, y = read_rows(Path(args.inputs[0]), m.feature_dim)
         frame = pd.DataFrame({"row": np.arange(len(x))})
+        labels_from = "the .npz's y"
+        if run is not None and run[1] is not None:  # rows are the run's only when it is the run's file
+            same = Path(args.inputs[0]).resolve() == Path(run[1])
+            where = {int(r): name for name, rows in run[0].items() for r in rows} if same else {}
+            split = [where.get(i, "-") for i in range(len(x))]
     else:
         files = _collect_images(args.inputs)
         x = load_images(files, m.image_size, grayscale=(m.channels - 2 * m.extra_channels) == 1, progress=True)
         y = [0 if p.parent.name == "good" else (1 if p.parent.parent.name == "test" else None) for p in files]
+        y = None if all(v is None for v in y) else y
         frame = pd.DataFrame({"path": [str(p) for p in files]})
+        labels_from = "the folders (good/ normal, test/<defect>/ anomalous)"
+        if run is not None:
+            split = _image_splits(files, *run)
     scores = det.decision_function(x)
     frame["score"] = scores
     frame["prediction"] = (scores > det.threshold_).astype(int)
     if y is not None:
         frame["label"] = y
+    if split is not None:
+        frame["split"] = split
     results.write_csv(args.out, frame)
     print(f"scored {len(frame)} samples (threshold {det.threshold_:.4f}, {int(frame['prediction'].sum())} "
           f"flagged anomalous) -> {args.out}")
+    if y is not None:
+        print(_auroc_line(frame, labels_from, auroc))
     return 0
+
+
+def _auroc_line(frame, labels_from: str, auroc) -> str:
+    """The AUROC of the labelled rows, leaving out the model's validation rows where they are known."""
+    labelled = frame[frame["label"].notna()]
+    if "split" in frame:
+        val = int((labelled["split"] == "val").sum())
+        rows = labelled[labelled["split"] != "val"]
+        which = f"{len(rows)} labelled rows not in the model's validation split ({val} left out, by its splits.json)"
+    else:
+        rows = labelled
+        which = (f"all {len(rows)} labelled rows (no splits.json beside the checkpoint: the model's validation "
+                 "rows are not known and count too)")
+    if rows["label"].nunique() < 2:  # an AUROC needs both labels
+        held = "no rows" if rows.empty else ("only anomalous" if rows["label"].iloc[0] == 1 else "only normal") + " rows"
+        return f"no AUROC: {which} hold {held}; labels from {labels_from}"
+    return f"AUROC {auroc(rows['label'].astype(int), rows['score']):.4f} on {which}; labels from {labels_from}"
 
 
 def cmd_export(args) -> int:
@@ -199,12 +322,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+TOY_FIGURE = "toy.png"
+
+
 def cmd_toy(args) -> int:
+    from . import results
+
+    out = Path(args.out)
+    if out.suffix.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg") or out.is_file():
+        raise ValueError(f"--out {out}: expected a folder (the figure is written inside it as {TOY_FIGURE}), "
+                         f"e.g. --out {out.with_suffix('') if out.suffix else out.parent / 'toy'}")
+    results.check_output_dir(out, what="--out")  # before the two models train
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import results, toy
+    from . import toy
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, kind in zip(axes, ("algan", "plain_gan")):
@@ -213,9 +347,9 @@ def cmd_toy(args) -> int:
         print(f"{name:9s} test AUROC (held-out normal vs ring r=4): {res.test_auroc:.4f}")
         toy.plot_toy(res, ax=ax, title=f"{name}: AUROC {res.test_auroc:.3f}")
     fig.tight_layout()
-    with results.atomic_path(args.out) as tmp:  # the whole figure or none
-        fig.savefig(tmp, dpi=120, format=Path(args.out).suffix[1:] or "png")
-    print(f"figure saved to {args.out}")
+    with results.atomic_path(out / TOY_FIGURE) as tmp:  # the whole figure or none
+        fig.savefig(tmp, dpi=120, format="png")
+    print(f"figure saved to {out / TOY_FIGURE}")
     return 0
 
 
@@ -340,8 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True, choices=["mvtec", "mtd", "coil100", "folder", "features"],
                    help="mvtec, mtd, coil100 (under --data-root), folder (your MVTec-layout folder, --path) "
                         "or features (an .npz with X and y, --path)")
-    t.add_argument("--category", help="MVTec-AD category, e.g. bottle")
+    t.add_argument("--category", help="MVTec-AD category, e.g. bottle (dataset=folder: only a name for the data, "
+                                      "default the folder's; it chooses nothing)")
     t.add_argument("--path", help="category folder (dataset=folder) or .npz file (dataset=features)")
+    t.add_argument("--augment", metavar="flip|none|mvtec:<category>",
+                   help="dataset=folder only: flip (a random horizontal flip; the default), none, or mvtec:<category> "
+                        "(the paper's augmentation of that MVTec-AD category, e.g. mvtec:screw = random rotation); "
+                        "mvtec, mtd and coil100 always train with the paper's augmentation")
     t.add_argument("--data-root", help="data root holding mvtec/, mtd/, coil-100/ (default: $ALGAN_DATA)")
     t.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     t.add_argument("--seed", type=_seed, default=0, help="seed of the split, the initialisation and training (default: 0)")
@@ -351,13 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder: model.pt, history.csv, splits.json, metrics.json "
                                                 "and a done marker, written only once the model is trained")
     t.add_argument("--device", type=_device, help=f"{DEVICE_HELP} (default: cuda if available)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (the split, selection and result lines "
+                                                         "are printed still)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="score images or features with a trained model -> CSV")
     s.add_argument("checkpoint", help="model.pt written by `algan train` (--backend onnx: a .onnx from `algan export`)")
     s.add_argument("inputs", nargs="+", help="image files, folders of images, or one .npz with X")
-    s.add_argument("--out", default="scores.csv", help="CSV with path/row, score, prediction (and label if known)")
+    s.add_argument("--out", default="scores.csv",
+                   help="CSV with path (or row), score, prediction; label where known (an image under good/ is "
+                        "normal, under test/<defect> anomalous; y of an .npz); and split where the run's splits.json "
+                        "lies beside the checkpoint: val, test or train when the row was in that split of the "
+                        "model's run (matched by path below the run's data root, or by row of the run's .npz), "
+                        "- when in none. With labels it prints the AUROC, leaving out the val rows")
     s.add_argument("--device", type=_device, help=f"{DEVICE_HELP}, torch backend only (default: cuda if available)")
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="torch (model.pt) or onnx (an exported .onnx, run by onnxruntime on CPU)")
@@ -372,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     y = sub.add_parser("toy", help="Figure 3: ALGAN vs a plain GAN on 2-D toy data; prints both AUROCs")
     y.add_argument("--seed", type=_seed, default=0, help="seed of the data and of both models (default: 0)")
     y.add_argument("--epochs", type=int, default=60, help="training epochs of each model (default: 60)")
-    y.add_argument("--out", default="toy.png", help="figure file (default: toy.png)")
+    y.add_argument("--out", required=True, metavar="FOLDER",
+                   help=f"folder to write the figure into, as FOLDER/{TOY_FIGURE} (made if absent)")
     y.add_argument("--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=cmd_toy)
 

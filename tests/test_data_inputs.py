@@ -138,7 +138,7 @@ def test_big_category_is_resized(tmp_path):
     arr = np.zeros((900, 900, 3), np.uint8)
     arr[:, :450] = 255
     Image.fromarray(arr).save(folder / "train/good/000.png")
-    s = load_dataset("folder", folder, image_size=SIZE, seed=0)
+    s = load_dataset("folder", folder, image_size=SIZE, seed=0, augment="mvtec:bottle")
     assert s.category == "bottle" and s.augmentations == ("hflip", "vflip", "rotate")
     assert s.train.paths[0] == "train/good/000.png"
     x = s.train.x[0]
@@ -153,10 +153,29 @@ def test_folder_defaults(tmp_path):
     s = load_dataset("folder", own, image_size=SIZE)
     assert s.category == "my_parts" and s.augmentations == ("hflip",) and s.val.masks is None
     assert s.channels == 1 and s.input_channels == 3 and s.extra_channels
-    screw = load_dataset("folder", own, category="screw", image_size=SIZE)
-    assert screw.augmentations == ("rotate",)
+    assert load_dataset("folder", own, augment="mvtec:screw", image_size=SIZE).augmentations == ("rotate",)
+    assert load_dataset("folder", own, augment="none", image_size=SIZE).augmentations == ()
+
+
+def test_folder_name_decides_nothing(tmp_path):
+    """A folder (or --category) named like an MVTec-AD category inherits neither its augmentation nor its
+    grayscale conversion: the augmentation is chosen by `augment` only (default: flip)."""
+    screw = load_dataset("folder", make_category(tmp_path / "screw"), image_size=SIZE)
+    assert screw.category == "screw" and screw.augmentations == ("hflip",)
+    named = load_dataset("folder", screw.root, category="bottle", image_size=SIZE)
+    assert named.category == "bottle" and named.augmentations == ("hflip",)
     brush = load_dataset("folder", make_category(tmp_path / "toothbrush"), image_size=SIZE)
-    assert brush.channels == 1 and brush.train.x.shape == (6, 1, SIZE, SIZE)  # RGB converted to grayscale
+    assert brush.channels == 3 and brush.augmentations == ("hflip",)  # RGB stays RGB
+
+
+@pytest.mark.parametrize("spec,names", [("rotate", "unknown augmentation"), ("mvtec:scerw", "'scerw'"),
+                                        ("mvtec:", "category ''"), ("Flip", "unknown augmentation")])
+def test_folder_augment_errors(tmp_path, spec, names):
+    with pytest.raises(DataError) as e:
+        load_dataset("folder", tmp_path / "not_read", augment=spec, image_size=SIZE)  # checked before any file
+    assert names in message(e) and "flip, none or mvtec:<category>" in message(e) and "screw" in message(e)
+    with pytest.raises(DataError, match="only a 'folder' data set"):
+        load_dataset("mtd", tmp_path, augment="flip", image_size=SIZE)
 
 
 def test_empty_class_folder(tiny_root):
