@@ -102,6 +102,57 @@ def count_syncs(data_root, device: str) -> str:
     return "\n".join(lines)
 
 
+def run_job(job: dict, profile: str, data_root, runs_dir: Path, device: str, checkpoint_every: int,
+            deadline) -> dict:
+    """One run in a worker process (--jobs > 1). At `deadline` (time.time()) the worker sends itself SIGINT,
+    as Budget does: a training loop checkpoints at the end of its epoch and stops; a run not yet started
+    at the deadline is left for the next call."""
+    if deadline is not None and time.time() >= deadline:
+        return {"state": "not started"}
+    timer = None
+    try:
+        if deadline is not None:
+            timer = threading.Timer(max(0.0, deadline - time.time()), os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+        t0, was_done = time.monotonic(), results.is_done(folder_of(job, profile, runs_dir))
+        run = experiments.run_image(job["method"], job["dataset"], category=job["category"], profile=profile,
+                                    seed=job["seed"], overrides=job["overrides"], data_root=data_root,
+                                    runs_dir=runs_dir, device=device, checkpoint_every=checkpoint_every)
+        if timer is not None:
+            timer.cancel()
+        return {"state": "cached" if was_done else "done", "seconds": time.monotonic() - t0,
+                "auroc": run["metrics"]["test_auroc"]}
+    except KeyboardInterrupt:
+        return {"state": "stopped"}
+
+
+def run_parallel(jobs: list[dict], n: int, profile: str, args, runs_dir: Path, device: str, start: float) -> str | None:
+    """The jobs on `n` worker processes sharing the device, in plan order; returns why it stopped, if it did."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    deadline = None if args.budget_min is None else time.time() + args.budget_min * 60
+    stopped = []
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job, profile, args.data, runs_dir, device, args.checkpoint_every, deadline)
+                   for job in jobs]
+        for i, (job, future) in enumerate(zip(jobs, futures), 1):
+            label = f"[{i}/{len(jobs)}] seed {job['seed']} {job['category'] or job['dataset']} {job['variant']}"
+            r = future.result()
+            if r["state"] in ("stopped", "not started"):
+                stopped.append(f"{label} {r['state']}")
+                continue
+            took = "cached" if r["state"] == "cached" else f"{r['seconds']:.1f} s"
+            print(f"{label}: {took}, test AUROC "
+                  f"{r['auroc']:.3f} | {(time.monotonic() - start) / 60:.1f} min"
+                  + (f" of {args.budget_min:g}" if args.budget_min is not None else ""), flush=True)
+    if stopped:
+        return (f"stopped at the budget: {len(stopped)} runs unfinished (checkpointed ones resume on the next call), "
+                f"first {stopped[0]}")
+    return None
+
+
 def tidy(jobs: list[dict], profile: str, runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows of the finished runs (experiments.tidy_rows + the variant) and every run's state."""
     rows, states = [], []
@@ -133,6 +184,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", help="default: cuda (--dry-run: cpu)")
     p.add_argument("--checkpoint-every", type=int, default=64,
                    help="epochs between training-state writes (the budget's stop always writes one; default: 64)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, one process each, all on the one device (default: 1; a small GAN leaves "
+                        "most of a GPU idle, so several runs share it)")
     p.add_argument("--dry-run", action="store_true", help="the same runs on CPU at the smoke profile, seed 0 only")
     args = p.parse_args(argv)
     profile, seeds, device = ("smoke", args.seeds[:1], "cpu") if args.dry_run else ("paper", args.seeds, args.device)
@@ -156,10 +210,13 @@ def main(argv=None) -> int:
     if device.startswith("cuda"):
         results.write_text(out / "sync_check.txt", count_syncs(args.data, device) + "\n")
         print((out / "sync_check.txt").read_text(), end="", flush=True)
-    budget, start = Budget(args.budget_min), time.monotonic()
+    if args.jobs < 1:
+        print(f"paper_gpu: --jobs {args.jobs}: expected 1 or more", file=sys.stderr)
+        return 2
+    budget, start = Budget(args.budget_min if args.jobs == 1 else None), time.monotonic()
     stopped = None
     try:
-        for i, job in enumerate(jobs, 1):
+        for i, job in enumerate(jobs if args.jobs == 1 else [], 1):
             label = f"[{i}/{len(jobs)}] seed {job['seed']} {job['category'] or job['dataset']} {job['variant']}"
             if budget.over:
                 stopped = f"stopped before {label}"
@@ -175,6 +232,8 @@ def main(argv=None) -> int:
             print(f"{label}: {'cached' if was_done else f'{time.monotonic() - t0:.1f} s'}, test AUROC "
                   f"{run['metrics']['test_auroc']:.3f} | {(time.monotonic() - start) / 60:.1f} min"
                   + (f" of {args.budget_min:g}" if args.budget_min is not None else ""), flush=True)
+        if args.jobs > 1:
+            stopped = run_parallel(jobs, args.jobs, profile, args, runs_dir, device, start)
     finally:
         budget.cancel()
         signal.signal(signal.SIGINT, signal.default_int_handler)

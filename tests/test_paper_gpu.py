@@ -182,3 +182,16 @@ def test_budget_stops_cleanly_and_the_next_call_finishes(pack, tmp_path):
     assert second.returncode == 0 and "all runs done" in second.stdout, second.stdout + second.stderr
     assert ("cached" in second.stdout) == (states == "done").any()
     assert (pd.read_csv(tmp_path / "out/paper_gpu_status.csv")["state"] == "done").all()
+
+
+def test_several_runs_at_once_on_one_device(pack, tmp_path):
+    done = run_script(pack, tmp_path / "out", tmp_path, "--jobs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all runs done" in done.stdout and "[8/8]" in done.stdout
+    assert (pd.read_csv(tmp_path / "out/paper_gpu_status.csv")["state"] == "done").all()
+    again = run_script(pack, tmp_path / "out", tmp_path, "--jobs", "2")
+    assert again.stdout.count("cached") == 8, again.stdout
+    stop = run_script(pack, tmp_path / "stop", tmp_path, "--jobs", "2", "--budget-min", "0.02", "--checkpoint-every", "1")
+    assert stop.returncode == 0 and "paper_gpu: stopped at the budget" in stop.stdout, stop.stdout + stop.stderr
+    bad = run_script(pack, tmp_path / "bad", tmp_path, "--jobs", "0")
+    assert bad.returncode == 2 and "--jobs 0" in bad.stderr
