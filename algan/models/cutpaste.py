@@ -375,4 +375,5 @@ class CutPaste:
 
     def decision_function(self, X) -> np.ndarray:
         """Mahalanobis distance of each image's embedding to the Gaussian of the normal training embeddings."""
-        return self.density_.decision_function(self.embed(X))
+        embeddings = self.embed(X)  # checks the input (and that fit ran) first
+        return self.density_.decision_function(embeddings)
