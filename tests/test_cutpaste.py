@@ -186,3 +186,13 @@ def test_table2_run_on_bottle_and_not_applicable_on_adbench(tmp_path, data_root)
     assert shown["mvtec"].loc["CutPaste", "paper, ALL"] == "0.961"
     assert "CutPaste" in shown["images"].index
     assert math.isfinite(float(shown["images"].loc["CutPaste"].iloc[0]))
+
+
+def test_resnet18_is_optional(monkeypatch, tmp_path):
+    from algan.extract import BackboneError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # a hub cache without ResNet-18's weights
+    assert cp.default_backbone("paper") == "efficientnet_lite0" and cp.PAPER["backbone"] == "resnet18"
+    assert CutPaste("paper").settings["backbone"] == "efficientnet_lite0"
+    with pytest.raises(BackboneError, match=r"resnet18-f37072fd\.pth.*efficientnet_lite0"):
+        CutPaste("smoke", backbone="resnet18").fit(torch.zeros(4, 3, 32, 32))
