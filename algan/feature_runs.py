@@ -188,7 +188,8 @@ def feature_run_args(method: str, source: str, category: Optional[str], profile:
                      backbone: Optional[str] = None, overrides: Optional[dict] = None) -> dict[str, Any]:
     """The arguments that name a run (and hash to its folder). The data root is not one of them."""
     if source != "adbench":
-        backbone = backbone or (cp.default_backbone(profile) if method in IMAGE_TRAINED else settings(profile)["backbone"])
+        default = cp.default_backbone(profile) if method in IMAGE_TRAINED else settings(profile)["backbone"]
+        backbone = backbone or default
     return {"task": "feature_run", "method": method, "source": source, "category": category or source,
             "profile": profile, "seed": int(seed), "backbone": backbone if source != "adbench" else "resnet18 (ADBench)",
             "overrides": dict(sorted((overrides or {}).items()))}

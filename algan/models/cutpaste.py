@@ -36,7 +36,7 @@ from torch import nn
 PAPER = {
     "area": (0.02, 0.15),      # [CP] App. A; [PT] CutPasteNormal(area_ratio=[0.02, 0.15]): patch area / image area
     "aspect": (0.3, 3.3),      # [CP] App. A: w/h in (0.3, 1) U (1, 3.3); [PT] samples log-uniformly over (0.3, 1/0.3)
-    "jitter": 0.1,             # [PT] ColorJitter(brightness=contrast=saturation=hue=0.1) of the patch ([CP]: "color jitter")
+    "jitter": 0.1,             # [PT] ColorJitter(brightness=contrast=saturation=hue=0.1) of the patch; [CP]: jitter
     "scar_width": (2, 16),     # [CP] Sec. 3.1 / App. A; [PT] CutPasteScar(width=[2, 16]): px at 256 x 256
     "scar_length": (10, 25),   # [CP] / [PT] CutPasteScar(height=[10, 25]): px at 256 x 256
     "scar_rotation": (-45.0, 45.0),  # [CP] / [PT] CutPasteScar(rotation=[-45, 45]): degrees
