@@ -6,10 +6,13 @@ Two sources of features, both split with the same seeds as the image pages:
 - an image data set (`mvtec` bottle, `mtd`, `coil100`) through a pretrained backbone
   (`algan.extract`): pooled features of rotated copies for ALGAN-feature and the pooled
   baselines (DifferNet's protocol, Sec. IV-B-5), mid-level patch maps for PaDiM and PatchCore.
+CutPaste (`algan.models.cutpaste`) fine-tunes the backbone itself, so it trains on the images of an image
+data set (same split) and has no run on ADBench's pooled features (Table 2 says 'not applicable').
 Each (method, source, category, seed, profile) is one run of the run cache.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +25,18 @@ from . import paper, results, resume
 from .config import profile as make_profile
 from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
 from .detector import ALGAN, FEATURE_STD_FLOOR
+from .models import cutpaste as cp
 from .models import feature_baselines as fb
 from .score import auroc
 
 ADBENCH_DIR = "adbench/mvtec_resnet18"
 IMAGE_SOURCES = ("mvtec", "mtd", "coil100")
-METHODS = ("algan", "spade", "mahalanobis", "padim", "patchcore_25", "patchcore_10", "patchcore_1", "differnet")
+METHODS = ("algan", "spade", "mahalanobis", "padim", "patchcore_25", "patchcore_10", "patchcore_1", "differnet",
+           "cutpaste")
 PATCH_METHODS = frozenset({"padim", "patchcore_25", "patchcore_10", "patchcore_1"})
-LABELS = {"algan": "ALGAN-feature", **fb.LABELS}
+IMAGE_TRAINED = frozenset({"cutpaste"})  # fine-tune the backbone on images: image sources only
+NOT_APPLICABLE = "not applicable: trains its CNN on images, and ADBench ships pooled ResNet-18 features only"
+LABELS = {"algan": "ALGAN-feature", **fb.LABELS, "cutpaste": "CutPaste"}
 
 # Per profile: the backbone for image data sets, the rotations (training, prediction), DifferNet's
 # epochs and which sources a page runs. The paper: WideResNet-101, 24 / 64 rotations (Sec. IV-A,
@@ -48,7 +55,8 @@ FEATURE_SETTINGS = {
 @dataclass
 class FeatureData:
     """One seeded split of features. `pooled` per split is (N, D) or rotated views (N, R, D);
-    `maps` per split is (N, C, h, w) patch features, for image sources only."""
+    `maps` per split is (N, C, h, w) patch features, for image sources only; `images` per split is
+    (N, C, H, W) in [-1, 1], for the methods that train on images (IMAGE_TRAINED) only."""
 
     source: str
     category: str
@@ -58,6 +66,7 @@ class FeatureData:
     pooled: dict[str, np.ndarray]
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
 
 
 def settings(profile: str) -> dict:
@@ -117,6 +126,23 @@ def load_feature_data(source: str, category: Optional[str], seed: int, profile: 
                              "dim": int(pooled["train"].shape[-1])})
 
 
+def load_image_data(source: str, category: Optional[str], seed: int, profile: str, *, data_root=None,
+                    backbone: Optional[str] = None) -> FeatureData:
+    """The images of one image source at CutPaste's `image_size` for `profile`, split by `seed` (the same
+    files per split as the other Table 2 runs and the image pages)."""
+    if source not in IMAGE_SOURCES:
+        raise ValueError(f"feature source {source!r} for CutPaste: it trains on images, expected one of "
+                         f"{IMAGE_SOURCES} ({NOT_APPLICABLE})")
+    size = cp.settings(profile)["image_size"]
+    splits = load_dataset(source, resolve_root(data_root), category=category, image_size=size, seed=seed)
+    names = ("train", "val", "test")
+    return FeatureData(source, category or source, seed, ids={k: getattr(splits, k).paths for k in names},
+                       labels={k: getattr(splits, k).y.numpy() for k in names}, pooled={},
+                       images={k: getattr(splits, k).x for k in names},
+                       info={"split_hash": splits.split_hash(), "backbone": backbone or cp.default_backbone(profile),
+                             "image_size": size, "dim": None})
+
+
 # ---- methods: fit on the training split, select on validation, score val and test -------------------
 def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overrides: dict,
                   device: str) -> tuple[dict[str, np.ndarray], dict, Optional[pd.DataFrame], Any]:
@@ -127,6 +153,15 @@ def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overr
         det.fit(data.pooled["train"], X_val=data.pooled["val"], y_val=data.labels["val"])
         extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs}
         return {k: det.decision_function(data.pooled[k]) for k in ("val", "test")}, extra, det.history_, det
+    if method == "cutpaste":
+        det = cp.CutPaste(profile, seed=seed, device=device, **{"backbone": data.info["backbone"], **overrides})
+        det.fit(data.images["train"])
+        scores = {k: det.decision_function(data.images[k]) for k in ("val", "test")}
+        h = pd.DataFrame(det.history)
+        extra = {"input": f"images {det.settings['image_size']} px", "dim": det.embedding_dim_,
+                 "val_auroc": auroc(data.labels["val"], scores["val"]), "steps": det.settings["steps"],
+                 "final_train_accuracy": float(h["train_accuracy"].tail(8).mean()) if len(h) else None}
+        return scores, extra, h if len(h) else None, det
     if method not in fb.FEATURE_BASELINES:
         raise ValueError(f"unknown feature method {method!r}: expected one of {METHODS}")
     kwargs = dict(overrides)
@@ -153,7 +188,8 @@ def feature_run_args(method: str, source: str, category: Optional[str], profile:
                      backbone: Optional[str] = None, overrides: Optional[dict] = None) -> dict[str, Any]:
     """The arguments that name a run (and hash to its folder). The data root is not one of them."""
     if source != "adbench":
-        backbone = backbone or settings(profile)["backbone"]
+        default = cp.default_backbone(profile) if method in IMAGE_TRAINED else settings(profile)["backbone"]
+        backbone = backbone or default
     return {"task": "feature_run", "method": method, "source": source, "category": category or source,
             "profile": profile, "seed": int(seed), "backbone": backbone if source != "adbench" else "resnet18 (ADBench)",
             "overrides": dict(sorted((overrides or {}).items()))}
@@ -167,12 +203,20 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
     if method not in METHODS:
         raise ValueError(f"unknown feature method {method!r}: expected one of {METHODS}")
     settings(profile)
+    if method in IMAGE_TRAINED and source not in IMAGE_SOURCES:
+        raise ValueError(f"method {method!r} on source {source!r}: {NOT_APPLICABLE}; expected one of {IMAGE_SOURCES}")
     args = feature_run_args(method, source, category, profile, seed, backbone, overrides)
     resolved = make_profile(profile, kind="feature", **(overrides or {})).to_dict() if method == "algan" else None
+    if method == "cutpaste":  # its resolved settings: a changed default reruns the run
+        resolved = json.loads(json.dumps(cp.CutPaste(profile, **{"backbone": args["backbone"],
+                                                                 **(overrides or {})}).settings))
 
     loaded: list[FeatureData] = []
 
     def data_once() -> FeatureData:
+        if not loaded and method in IMAGE_TRAINED:
+            loaded.append(load_image_data(source, category, seed, profile, data_root=data_root,
+                                          backbone=args["backbone"]))
         if not loaded:
             loaded.append(load_feature_data(source, category, seed, profile, data_root=data_root,
                                             backbone=backbone, with_maps=method in PATCH_METHODS))
@@ -243,7 +287,11 @@ def table2(*, profile: str = "smoke", seeds=None, methods=METHODS, sources=None,
             rows.append({"source": source, "category": source, "method": "-", "profile": profile,
                          "metric": "missing_data", "value": np.nan, "note": str(err)})
             continue
-        jobs += [(m, source, c, s) for m in methods for c in cats for s in seeds]
+        if source == "adbench":
+            rows += [{"source": source, "category": source, "method": m, "profile": profile, "metric": "not_applicable",
+                      "value": np.nan, "note": NOT_APPLICABLE} for m in methods if m in IMAGE_TRAINED]
+        jobs += [(m, source, c, s) for m in methods for c in cats for s in seeds
+                 if not (source == "adbench" and m in IMAGE_TRAINED)]
     for method, source, category, seed in tqdm(jobs, desc="Table 2 runs", disable=not progress):
         rows.extend(tidy(run_feature(method, source, category=category, profile=profile, seed=seed,
                                       data_root=data_root, runs_dir=runs_dir)))
@@ -298,7 +346,10 @@ def table2_display(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     labels = list(dict.fromkeys([LABELS[m] for m in METHODS] + list(paper.TABLE2)))
     theirs = pd.DataFrame({f"paper, {g}": [paper.TABLE2.get(label, {}).get(g, np.nan) for label in labels]
                            for g in groups}, index=labels).map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
-    mvtec = ours.reindex(labels).fillna("not run").join(theirs)
+    ours = ours.reindex(labels).astype(object)
+    for m in IMAGE_TRAINED:  # trains on images: ADBench's pooled features cannot train it
+        ours.loc[LABELS[m]] = "not applicable"
+    mvtec = ours.fillna("not run").join(theirs)
     img = s[~s["features"].str.startswith("ADBench")]
     images = (img.pivot(index="label", columns="features", values="cell")
               .reindex([LABELS[m] for m in METHODS]).dropna(how="all")) if not img.empty else pd.DataFrame()
