@@ -96,6 +96,19 @@ def test_the_speed_claim_reads_every_feature_method_of_table5():
     assert claims.FEATURE_METHODS == timing.FEATURE_METHODS
 
 
+def test_feature_rows_read_their_source():
+    rows = [{"source": src, "category": cat, "method": m, "seed": s, "metric": "test_auroc", "value": v + 0.01 * s}
+            for src, cat in (("adbench", "bottle"), ("mvtec", "bottle"), ("mtd", "mtd"))
+            for m, v in (("algan", 0.90), ("cutpaste", 0.97 if src == "mvtec" else 0.50), ("padim", 0.98))
+            for s in range(3)]
+    frame = claims.ledger("cpu", frames={"table2": pd.DataFrame(rows)})
+    cut = _status(frame, "ALGAN-feature is below CutPaste", "literal")
+    assert cut["status"] == "reproduced" and cut["ours"].startswith("0.910")  # bottle's runs, not MTD's
+    assert _status(frame, "ALGAN-feature is below PaDiM", "literal")["status"] == "reproduced"
+    none = claims.ledger("cpu", frames={"table2": pd.DataFrame([r for r in rows if r["method"] != "cutpaste"])})
+    assert _status(none, "ALGAN-feature is below CutPaste", "literal")["status"] == "not tested"
+
+
 def test_stability_and_robustness_rows():
     stab = pd.DataFrame([{"category": "mtd", "method": m, "seed": s, "metric": "within_run_std", "value": v}
                          for m, vals in (("ALGAN-image", [0.01, 0.011, 0.012]), ("GANomaly", [0.05, 0.05, 0.06]),
