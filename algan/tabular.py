@@ -57,7 +57,7 @@ TABULAR_SETTINGS = {
     "paper": {"max_epochs": 192, "updates": None, "sets": None, "subset": None, "pyod": {}},
     "cpu": {"max_epochs": 96, "updates": 3000, "sets": None, "subset": None, "pyod": {}},
     "smoke": {"max_epochs": 2, "updates": None, "sets": ("15_Hepatitis", "21_Lymphography", "43_WDBC"),
-              "subset": (60, 12), "pyod": {"autoencoder": {"epoch_num": 2}}},
+              "subset": (60, 12), "pyod": {"deepsvdd": {"epochs": 2}}},
 }
 
 
@@ -245,7 +245,7 @@ def tidy(run: dict[str, Any]) -> list[dict]:
             "device": cfg["device"], "commit": cfg["commit"], "code": cfg.get("code"),
             "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"), "run": cfg["hash"],
             "split_hash": m.get("split_hash"), "n_train": m.get("n_train"), "n_test": m.get("n_test"),
-            "n_test_anomalous": m.get("n_test_anomalous"), "epochs": m.get("epochs")}
+            "n_test_anomalous": m.get("n_test_anomalous"), "dim": m.get("dim"), "epochs": m.get("epochs")}
     return [{**base, "metric": k, "value": m[k]} for k in METRICS if k in m]
 
 
@@ -295,6 +295,24 @@ def comparison_rows(tidy: pd.DataFrame) -> pd.DataFrame:
     other = tidy[(tidy["method"] != "algan") & (tidy["metric"] == "test_auroc")]
     parts.append(other[keep].assign(method=other["method"].map(LABELS)))
     return pd.concat(parts, ignore_index=True)[["dataset", "method", "seed", "value", "n_test_anomalous"]]
+
+
+def set_sizes(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per set: columns, training rows (normal only), test rows and anomalies (per seed; "a/b" when seeds
+    differ), ALGAN's epochs and the seeds run; sets with fewer than FEW_ANOMALIES test anomalies flagged."""
+    if tidy.empty:
+        return pd.DataFrame()
+    both = lambda v: "/".join(str(int(x)) for x in sorted(set(v.dropna())))  # noqa: E731
+    out = tidy.groupby("dataset").agg(columns=("dim", both), train_rows=("n_train", both), test_rows=("n_test", both),
+                                      test_anomalies=("n_test_anomalous", both), seeds=("seed", "nunique"))
+    epochs = tidy[tidy["method"] == "algan"].groupby("dataset")["epochs"].agg(both)
+    out["ALGAN epochs"] = epochs.reindex(out.index).fillna("-")
+    out["flag"] = [f"< {FEW_ANOMALIES} test anomalies" if int(a.split("/")[0]) < FEW_ANOMALIES else ""
+                   for a in out["test_anomalies"]]
+    out = out.loc[sorted(out.index, key=_natural)]
+    out.columns = [c.replace("_", " ") for c in out.columns]
+    out.index.name = "data set"
+    return out
 
 
 def method_order(methods) -> list[str]:

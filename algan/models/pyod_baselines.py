@@ -25,12 +25,15 @@ PYOD_MODELS = {
     "ocsvm": ("pyod.models.ocsvm", "OCSVM", None),
     "ecod": ("pyod.models.ecod", "ECOD", None),
     "copod": ("pyod.models.copod", "COPOD", None),
-    "autoencoder": ("pyod.models.auto_encoder", "AutoEncoder", "random_state"),
+    "deepsvdd": ("pyod.models.deep_svdd", "DeepSVDD", "random_state"),
 }
 LABELS = {"iforest": "IForest", "knn": "KNN", "lof": "LOF", "ocsvm": "OCSVM", "ecod": "ECOD", "copod": "COPOD",
-          "autoencoder": "AutoEncoder"}
-# Settings that are not hyperparameters: quiet, on the CPU (PyOD's torch models pick a GPU otherwise).
-QUIET = {"autoencoder": {"verbose": 0, "device": "cpu"}}
+          "deepsvdd": "DeepSVDD"}
+# The deep detector is DeepSVDD (Ruff et al., ICML 2018), not PyOD's AutoEncoder: the AutoEncoder's scoring
+# compiles a numba kernel in every new process (20-30 s on this machine's busy cores), which a sweep's
+# workers and the smoke page would pay again and again. Settings that are not hyperparameters: quiet.
+QUIET = {"deepsvdd": {"verbose": 0}}
+NEEDS_DIM = frozenset({"deepsvdd"})  # takes the number of columns when built
 
 
 def scale_columns(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +60,10 @@ class PyODDetector(BaseDetector):
 
     def __init__(self, name: str, seed: int = 0, **params):
         self.name, self.seed = name, seed
-        cls = pyod_class(name)
+        self._cls = pyod_class(name)
         seed_key = PYOD_MODELS[name][2]
-        kwargs = {**QUIET.get(name, {}), **({seed_key: seed} if seed_key else {}), **params}
-        self.model = cls(**kwargs)
-        self.params = kwargs
+        self.params = {**QUIET.get(name, {}), **({seed_key: seed} if seed_key else {}), **params}
+        self.model = None
         self.mean_: Optional[np.ndarray] = None
         self.std_: Optional[np.ndarray] = None
 
@@ -76,10 +78,7 @@ class PyODDetector(BaseDetector):
         validation rows when given, else of the training rows."""
         x = check_features(X, "X")
         self.mean_, self.std_ = scale_columns(x)
-        if self.name == "autoencoder":  # PyOD's torch models draw from torch's global generator
-            import torch
-
-            torch.manual_seed(self.seed)
+        self.model = self._cls(**({"n_features": x.shape[1]} if self.name in NEEDS_DIM else {}), **self.params)
         self.model.fit(self._scaled(x, "X"))
         normal = x if X_val is None or y_val is None else np.asarray(X_val)[np.asarray(y_val) == 0]
         self.set_threshold(self.decision_function(normal), 0.05)
