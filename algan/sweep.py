@@ -238,10 +238,11 @@ def check_data(specs: list[RunSpec], data_root=None) -> Path:
     fix = "point the data root (--data-root or $ALGAN_DATA) at the folder holding mvtec/, mtd/, coil-100/, adbench/"
     for dataset, category in dict.fromkeys((s.kwargs.get("dataset", s.kwargs.get("source")), s.kwargs["category"])
                                            for s in specs):
-        if dataset == tabular.DATASET:
+        if dataset == tabular.DATASET:  # small files: each is read and split here, before any run starts
             path = root / tabular.TABULAR_DIR / f"{category}.npz"
             if not path.is_file():
                 raise DataError(f"{path}: file not found, expected a tabular set (X, y); {fix}")
+            tabular.load_tabular(category, 0, "cpu", data_root=root)
             continue
         if dataset == "adbench":
             path = root / feature_runs.ADBENCH_DIR / f"{category}.npz"
