@@ -47,7 +47,7 @@ LABELS = {"algan": "ALGAN-feature", **PYOD_LABELS}
 SCALING = "drop_constant"  # chosen once, before any result: a column constant in training carries nothing to learn
 FEW_ANOMALIES = 20  # a set with fewer anomalous test rows is flagged wherever its numbers are shown
 # The page's two views of ALGAN (the same runs): the method column of `comparison_rows`.
-ALGAN_VAL, ALGAN_LAST = "ALGAN (val. checkpoint)", "ALGAN (last epoch)"
+ALGAN_VAL, ALGAN_LAST = "ALGAN (val.)", "ALGAN (last)"  # the checkpoint chosen on validation; the last epoch
 
 # Per profile: ALGAN's epochs (at most `max_epochs`; with `updates`, a set with many training rows gets fewer,
 # about `updates` generator updates, in whole multiples of eval_every), the sets (None: every file), a
@@ -339,13 +339,47 @@ def results_table(rows: pd.DataFrame) -> pd.DataFrame:
     few = [int(a.split("/")[0]) < FEW_ANOMALIES for a in anomalies.reindex(wide.index)]
     table = cells.copy()
     table.insert(0, "test anomalies", [f"{a} ⚠" if f else a for a, f in zip(anomalies.reindex(wide.index), few)])
-    seeds = rows.groupby("dataset")["seed"].nunique().reindex(wide.index)
-    table.insert(1, "seeds", seeds.astype(int).astype(str))
     ranks = average_ranks(wide)
-    table.loc["mean AUROC"] = ["", ""] + [f"{wide[c].mean():.3f}" for c in wide]
-    table.loc["average rank"] = ["", ""] + [f"{ranks[c]:.2f}" for c in wide]
+    table.loc["mean AUROC"] = [""] + [f"{wide[c].mean():.3f}" for c in wide]
+    table.loc["average rank"] = [""] + [f"{ranks[c]:.2f}" for c in wide]
     table.index.name, table.columns.name = "data set", None
     return table
+
+
+def set_label(name: str, anomalies: str) -> str:
+    """A set's name with its anomalous test rows, flagged (⚠) below FEW_ANOMALIES."""
+    return f"{name} ({anomalies}{' ⚠' if int(anomalies.split('/')[0]) < FEW_ANOMALIES else ''})"
+
+
+def results_heatmap(rows: pd.DataFrame, ax=None):
+    """`results_table` as the page shows it (too wide for an HTML table at the book's width): sets x methods,
+    the mean test AUROC over seeds in each cell, each set labelled with its anomalous test rows."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    table = results_table(rows)
+    sets = table.index[:-2]
+    wide = table.loc[sets].drop(columns="test anomalies").astype(float)
+    wide.index = [set_label(n, a.replace(" ⚠", "")) for n, a in zip(sets, table.loc[sets, "test anomalies"])]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 0.42 * len(wide) + 1.6))
+    sns.heatmap(wide, annot=True, fmt=".3f", cmap="viridis", vmin=0.5, vmax=1.0, ax=ax, annot_kws={"fontsize": 10},
+                cbar_kws={"label": "test AUROC (mean over seeds)"})
+    ax.set(xlabel="", ylabel="", title=f"In brackets: a set's anomalous test rows (⚠ fewer than {FEW_ANOMALIES})")
+    ax.tick_params(axis="x", rotation=30)
+    return ax
+
+
+def method_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method (the sets where every method ran): mean test AUROC over the sets, average rank and the
+    sets on which it is best (ties count for each), best average rank first."""
+    wide = auroc_grid(rows)
+    if wide.empty:
+        return pd.DataFrame()
+    ranks, best = average_ranks(wide), wide.eq(wide.max(axis=1), axis=0).sum()
+    out = pd.DataFrame({"mean AUROC": wide.mean(), "average rank": ranks, "best on (sets)": best}).loc[ranks.index]
+    out.index.name = "method"
+    return out
 
 
 def set_ranks(wide: pd.DataFrame) -> pd.DataFrame:

@@ -148,6 +148,12 @@ def test_smoke_comparison_gives_the_tidy_frame(tmp_path, data_root, monkeypatch)
     table = T.results_table(rows)
     assert list(table.index[-2:]) == ["mean AUROC", "average rank"] and len(table) == 3 + 2
     assert table.loc["21_Lymphography", "test anomalies"].endswith("⚠")  # 3 anomalous test rows
+    summary = T.method_summary(rows)
+    assert set(summary.index) == set(rows["method"]) and summary["average rank"].is_monotonic_increasing
+    assert summary.loc[T.ALGAN_LAST, "mean AUROC"] == pytest.approx(
+        tidy.query("method == 'algan' and metric == 'test_auroc_last'")["value"].mean())
+    ax = T.results_heatmap(rows)
+    assert [t.get_text() for t in ax.get_yticklabels()][1] == "21_Lymphography (3 ⚠)"
     sizes = T.set_sizes(tidy)
     assert sizes.loc["43_WDBC", "train rows"] == "36" and sizes["flag"].str.startswith("<").all()
     again, log = T.tabular_study("smoke", data_root=data_root, runs_dir=tmp_path / "runs", executor="serial",
