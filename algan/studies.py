@@ -93,8 +93,12 @@ def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "loc
             continue
         run = results.load_run(folder)
         train = (run["config"].get("resolved") or {}).get("train", {})
-        tidy = tidy_rows(run) if spec.kind == "image" else [
-            {**r, "dataset": r.pop("source"), "method": "feature:" + r["method"]} for r in feature_runs.tidy(run)]
+        if spec.kind == "tabular":
+            from . import tabular
+            tidy = tabular.tidy(run)
+        else:
+            tidy = tidy_rows(run) if spec.kind == "image" else [
+                {**r, "dataset": r.pop("source"), "method": "feature:" + r["method"]} for r in feature_runs.tidy(run)]
         rows += [{**r, **{k: train.get(k) for k in keys}} for r in tidy]
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -562,11 +566,15 @@ SIGMA_READINGS = ("literal", "active")  # Table 8 under both readings: sigma onl
 
 def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict]]:
     """Every study's grid: the readings first (they choose the active reading), the literal hyperparameters on
-    bottle, the ablation (with MTD), Table 8 under both readings and the rest of Tables 1, 3, 4 under the active one."""
+    bottle, the ablation (with MTD), Table 8 under both readings, the rest of Tables 1, 3, 4 under the active one
+    and the tabular page's runs (ALGAN-feature and PyOD on ADBench's classical sets)."""
     grids = {"readings": readings_grid(profile, seeds, data_root)}
     grids.update({name: hyperparameter_grid(name, profile, seeds)
                   for name in ("alpha_xi", "n_z", "n_dis", "n_dis_non_saturating")})
     grids["ablation"] = ablation_grid(profile, seeds, data_root)
     grids["sigma"] = hyperparameter_grid("sigma", profile, seeds, readings=SIGMA_READINGS)
     grids["tables"] = tables_grid(profile, seeds, data_root)
+    from .tabular import tabular_grid  # beyond the paper: ALGAN-feature against PyOD on tabular sets
+
+    grids["tabular"] = tabular_grid(profile, seeds, data_root)
     return grids

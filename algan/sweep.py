@@ -2,8 +2,9 @@
 
 A grid is a dict whose values are scalars or lists (the Cartesian product), or a list of such dicts
 (their union, de-duplicated): `method` (an image method of `experiments.METHODS`, or
-`feature:<name>` for `feature_runs.METHODS`), `dataset` (mvtec, mtd, coil100; adbench for feature
-methods), `category` (MVTec-AD / ADBench: names or "all" = every category under the data root),
+`feature:<name>` for `feature_runs.METHODS`, `tabular:<name>` for `tabular.METHODS`), `dataset` (mvtec, mtd,
+coil100; adbench for feature methods; classical for tabular methods: the data root's adbench/classical/),
+`category` (MVTec-AD / ADBench / classical: names or "all" = every category or set under the data root),
 `seed`, `profile`, and dotted config keys (`train.sigma`, `model.image_size`, ...). Each point is one
 run of the run cache named by the same arguments as the tables' runs, so a sweep fills the cache the
 book's pages read.
@@ -37,20 +38,23 @@ from typing import Any, Iterator, Optional
 
 import pandas as pd
 
-from . import experiments, feature_runs, results
+from . import experiments, feature_runs, results, tabular
 from .config import PROFILES, READINGS, ModelConfig, TrainConfig, profile as make_profile, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, resolve_root
 from .data.common import require_dir
 
 FEATURE_PREFIX = "feature:"
+TABULAR_PREFIX = tabular.PREFIX
 IMAGE_DATASETS = ("mvtec", "mtd", "coil100")
 FEATURE_SOURCES = ("adbench",) + feature_runs.IMAGE_SOURCES
-WITH_CATEGORIES = ("mvtec", "adbench")
+WITH_CATEGORIES = ("mvtec", "adbench", tabular.DATASET)
 RUN_KEYS = ("method", "dataset", "category", "seed", "profile", "reading")
 REQUIRED_KEYS = ("method", "dataset", "seed", "profile")
-METHODS = tuple(experiments.METHODS) + tuple(FEATURE_PREFIX + m for m in feature_runs.METHODS)
-# Methods set up by algan.config; the others (kNN, the feature baselines) take no config keys.
-CONFIG_METHODS = frozenset({"algan", "ganomaly", "skip_ganomaly", "alocc", FEATURE_PREFIX + "algan"})
+METHODS = (tuple(experiments.METHODS) + tuple(FEATURE_PREFIX + m for m in feature_runs.METHODS)
+           + tuple(TABULAR_PREFIX + m for m in tabular.METHODS))
+# Methods set up by algan.config; the others (kNN, the feature baselines, PyOD's) take no config keys.
+CONFIG_METHODS = frozenset({"algan", "ganomaly", "skip_ganomaly", "alocc", FEATURE_PREFIX + "algan",
+                            TABULAR_PREFIX + "algan"})
 CONFIG_TYPES = {f"{section}.{name}": kind for section, cls in (("model", ModelConfig), ("train", TrainConfig))
                 for name, kind in typing.get_type_hints(cls).items()}
 STATES = ("done", "running", "failed", "todo")
@@ -63,7 +67,7 @@ EXECUTORS = ("local", "serial", "submitit")
 class RunSpec:
     """One run: `kwargs` for `run_image` / `run_feature` and the run cache's `args` (they name its folder)."""
 
-    kind: str    # "image" or "feature"
+    kind: str    # "image", "feature" or "tabular"
     kwargs: dict
     args: dict
 
@@ -76,7 +80,8 @@ class RunSpec:
 
     @property
     def method(self) -> str:
-        return self.kwargs["method"] if self.kind == "image" else FEATURE_PREFIX + self.kwargs["method"]
+        prefix = {"image": "", "feature": FEATURE_PREFIX, "tabular": TABULAR_PREFIX}[self.kind]
+        return prefix + self.kwargs["method"]
 
     @property
     def label(self) -> str:
@@ -89,7 +94,8 @@ class RunSpec:
         return results.run_dir(self.args, runs_dir)
 
     def run(self, data_root=None, runs_dir=None) -> dict[str, Any]:
-        fn = experiments.run_image if self.kind == "image" else feature_runs.run_feature
+        fn = {"image": experiments.run_image, "feature": feature_runs.run_feature,
+              "tabular": tabular.run_tabular}[self.kind]
         return fn(**self.kwargs, data_root=data_root, runs_dir=runs_dir)
 
 
@@ -125,25 +131,39 @@ def _expand_one(grid, data_root) -> Iterator[RunSpec]:
     for key in REQUIRED_KEYS:
         if key not in grid:
             raise ValueError(f"grid key {key!r} missing: expected a value or a list of values")
-    axes = {key: _values(key, value) for key, value in grid.items()}
+    tabular_sets = None
+    if tabular.DATASET in _values("dataset", grid["dataset"]) and "category" in grid:
+        try:
+            tabular_sets = tabular.tabular_sets(data_root)
+        except DataError:
+            tabular_sets = []
+    axes = {key: _values(key, value, tabular_sets) for key, value in grid.items()}
     datasets = axes["dataset"]
     if "category" in axes and not any(d in WITH_CATEGORIES for d in datasets):
         raise ValueError(f"grid key 'category': data sets {datasets} have no categories (only {list(WITH_CATEGORIES)})")
     categories = {d: _categories(d, axes.get("category"), data_root) for d in datasets}
     config_keys = [k for k in axes if k in CONFIG_TYPES]
     for method, dataset in itertools.product(axes["method"], datasets):
-        kind = "feature" if method.startswith(FEATURE_PREFIX) else "image"
+        kind = method_kind(method)
         for category in categories[dataset]:
             for profile, reading, *values, seed in itertools.product(
                     axes["profile"], axes.get("reading", ["literal"]), *(axes[k] for k in config_keys), axes["seed"]):
                 # a reading is a set of config keys; keys the grid names win over it
-                overrides = {**reading_overrides(reading, kind, baseline=method in experiments.GAN_BASELINES),
+                overrides = {**reading_overrides(reading, "image" if kind == "image" else "feature",
+                                                 baseline=method in experiments.GAN_BASELINES),
                              **dict(zip(config_keys, values))}
                 yield make_spec(method, dataset, category, profile, seed, overrides)
 
 
-def _values(key: str, value) -> list:
-    """A grid value as a list, each element checked: one-line errors that name the key."""
+def method_kind(method: str) -> str:
+    """"image", "feature" or "tabular", by the method's prefix."""
+    return "feature" if method.startswith(FEATURE_PREFIX) else "tabular" if method.startswith(TABULAR_PREFIX) \
+        else "image"
+
+
+def _values(key: str, value, tabular_sets=None) -> list:
+    """A grid value as a list, each element checked: one-line errors that name the key. Categories may also
+    be the tabular sets under the data root (`tabular_sets`) when the grid names that data set."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise ValueError(f"grid key {key!r}: empty list, expected one or more values")
@@ -153,9 +173,9 @@ def _values(key: str, value) -> list:
             ok = isinstance(v, (int, float) if kind is float else kind) and (kind is bool or not isinstance(v, bool))
             expected = kind.__name__
         else:
-            known = {"method": METHODS, "dataset": IMAGE_DATASETS + ("adbench",), "profile": tuple(PROFILES),
-                     "reading": tuple(READINGS),
-                     "category": MVTEC_CATEGORIES + ("all",)}.get(key)
+            known = {"method": METHODS, "dataset": IMAGE_DATASETS + ("adbench", tabular.DATASET),
+                     "profile": tuple(PROFILES), "reading": tuple(READINGS),
+                     "category": MVTEC_CATEGORIES + tuple(tabular_sets or ()) + ("all",)}.get(key)
             ok = (isinstance(v, int) and not isinstance(v, bool)) if key == "seed" else v in known
             expected = "an integer" if key == "seed" else f"one of {list(known)}"
         if not ok:
@@ -168,6 +188,13 @@ def _categories(dataset: str, given: Optional[list], data_root) -> list[Optional
         return [None]
     if given is None:
         raise ValueError(f"grid key 'category' missing: data set {dataset!r} needs category names or 'all'")
+    if dataset == tabular.DATASET:
+        present = tabular.tabular_sets(data_root)
+        unknown = [c for c in given if c != "all" and c not in present]
+        if unknown:
+            raise ValueError(f"grid key 'category': {unknown} are not tabular sets under the data root "
+                             f"({tabular.folder_of(data_root)}); expected some of {present} or 'all'")
+        return present if "all" in given else list(given)
     if "all" not in given:
         return list(given)
     return (experiments.categories_present(dataset, data_root) if dataset == "mvtec"
@@ -177,13 +204,17 @@ def _categories(dataset: str, given: Optional[list], data_root) -> list[Optional
 def make_spec(method: str, dataset: str, category: Optional[str], profile: str, seed: int,
               overrides: dict) -> RunSpec:
     """One checked run; a bad config value raises the config's one-line error."""
-    kind = "feature" if method.startswith(FEATURE_PREFIX) else "image"
+    kind = method_kind(method)
     if kind == "image" and dataset not in IMAGE_DATASETS:
         raise ValueError(f"dataset {dataset!r} with method {method!r}: image methods take one of "
                          f"{list(IMAGE_DATASETS)}; use feature:<method> for {dataset}")
+    if (kind == "tabular") != (dataset == tabular.DATASET):
+        raise ValueError(f"dataset {dataset!r} with method {method!r}: tabular methods (tabular:<name>) take "
+                         f"dataset {tabular.DATASET!r}, and it takes only them")
+    config_kind = "image" if kind == "image" else "feature"
     if method in CONFIG_METHODS:
-        make_profile(profile, kind=kind, **overrides)  # checks the values
-        base = make_profile(profile, kind=kind).to_dict()
+        make_profile(profile, kind=config_kind, **overrides)  # checks the values
+        base = make_profile(profile, kind=config_kind).to_dict()
         overrides = {k: v for k, v in overrides.items() if base[k.split(".")[0]][k.split(".")[1]] != v}
     else:
         overrides = {}
@@ -191,6 +222,10 @@ def make_spec(method: str, dataset: str, category: Optional[str], profile: str, 
         kwargs = dict(method=method, dataset=dataset, category=category, profile=profile, seed=seed,
                       overrides=overrides)
         return RunSpec("image", kwargs, experiments.image_run_args(method, dataset, category, profile, seed, overrides))
+    if kind == "tabular":
+        name = method[len(TABULAR_PREFIX):]
+        kwargs = dict(method=name, dataset=dataset, category=category, profile=profile, seed=seed, overrides=overrides)
+        return RunSpec("tabular", kwargs, tabular.tabular_run_args(name, category, profile, seed, overrides))
     name = method[len(FEATURE_PREFIX):]
     kwargs = dict(method=name, source=dataset, category=category, profile=profile, seed=seed, overrides=overrides)
     return RunSpec("feature", kwargs, feature_runs.feature_run_args(name, dataset, category, profile, seed, None,
@@ -203,6 +238,12 @@ def check_data(specs: list[RunSpec], data_root=None) -> Path:
     fix = "point the data root (--data-root or $ALGAN_DATA) at the folder holding mvtec/, mtd/, coil-100/, adbench/"
     for dataset, category in dict.fromkeys((s.kwargs.get("dataset", s.kwargs.get("source")), s.kwargs["category"])
                                            for s in specs):
+        if dataset == tabular.DATASET:  # small files: each is read and split here, before any run starts
+            path = root / tabular.TABULAR_DIR / f"{category}.npz"
+            if not path.is_file():
+                raise DataError(f"{path}: file not found, expected a tabular set (X, y); {fix}")
+            tabular.load_tabular(category, 0, "cpu", data_root=root)
+            continue
         if dataset == "adbench":
             path = root / feature_runs.ADBENCH_DIR / f"{category}.npz"
             if not path.is_file():
@@ -218,7 +259,8 @@ def check_runs_dir(specs: list[RunSpec], runs_dir: Path) -> None:
     needs its training state; a finished run keeps less)."""
     from .detector import run_disk_bytes
 
-    configs = {json.dumps([s.kwargs["profile"], s.kind, s.kwargs["overrides"]], sort_keys=True)
+    configs = {json.dumps([s.kwargs["profile"], "image" if s.kind == "image" else "feature", s.kwargs["overrides"]],
+                          sort_keys=True)
                for s in specs if s.method in CONFIG_METHODS}
     need = max((run_disk_bytes(make_profile(p, kind=k, **o)) for p, k, o in map(json.loads, configs)),
                default=64 * 2**20)

@@ -20,6 +20,7 @@ from algan import resume, results
 from algan.experiments import run_image
 from algan.feature_runs import run_feature
 from algan.sweep import sweep
+from algan.tabular import run_tabular
 
 EPOCHS, EVERY = 6, 2
 SMOKE = {"profile": "smoke", "seed": 0, "overrides": {"train.epochs": EPOCHS}}
@@ -29,6 +30,9 @@ CASES = {  # name: (how the interrupted process runs it, the run's function and 
     "ganomaly through the sweep, kill -9": ("sweep", run_image, dict(method="ganomaly", dataset="mvtec",
                                                                      category="bottle", **SMOKE)),
     "algan-feature, kill -9": ("run", run_feature, dict(method="algan", source="adbench", category="bottle", **SMOKE)),
+    # cpu widths on a small set, so that it outlives its first checkpoint; its scores.csv holds the last epoch's
+    "algan tabular, kill -9": ("run", run_tabular, dict(method="algan", dataset="classical", category="43_WDBC",
+                                                        **{**SMOKE, "profile": "cpu"})),
 }
 
 
@@ -64,11 +68,13 @@ def _interrupt(proc, state, sig):
 def _folder(fn, kwargs, runs):
     from algan.experiments import image_run_args
     from algan.feature_runs import feature_run_args
+    from algan.tabular import tabular_run_args
 
     k = kwargs
     args = (image_run_args(k["method"], k["dataset"], k["category"], k["profile"], k["seed"], k["overrides"])
             if fn is run_image else
-            feature_run_args(k["method"], k["source"], k["category"], k["profile"], k["seed"], None, k["overrides"]))
+            tabular_run_args(k["method"], k["category"], k["profile"], k["seed"], k["overrides"]) if fn is run_tabular
+            else feature_run_args(k["method"], k["source"], k["category"], k["profile"], k["seed"], None, k["overrides"]))
     return results.run_dir(args, runs)
 
 

@@ -128,6 +128,14 @@ def load_features(path: str | os.PathLike, seed: int = 0) -> FeatureSplits:
     X, y = cached if cached is not None else read_npz(path)
     if key is not None:
         _CACHE[key] = (X, y)  # reached only after validation passed
+    return split_arrays(X, y, seed, path)
+
+
+def split_arrays(X: np.ndarray, y: np.ndarray, seed: int, path: Path, rows=None) -> FeatureSplits:
+    """The seeded split of validated arrays (as `read_npz` returns them): normal rows 60/20/20 into
+    train / validation / test, anomalous rows halved between validation and test (none in training).
+    `rows`: each array row's index in the file (default: 0..n-1), for a subset of a file's rows."""
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows)
     cut = stratified_assign(y, {0: NORMAL_60_20_20, 1: VAL_TEST_HALVES}, np.random.default_rng(seed))
-    parts = {name: FeatureSplit(X[idx], y[idx], idx.astype(np.int64)) for name, idx in cut.items()}
-    return FeatureSplits(name="features", category=path.stem, seed=seed, path=path, **parts)
+    parts = {name: FeatureSplit(X[idx], y[idx], rows[idx].astype(np.int64)) for name, idx in cut.items()}
+    return FeatureSplits(name="features", category=Path(path).stem, seed=seed, path=Path(path), **parts)
