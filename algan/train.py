@@ -14,6 +14,7 @@ The trainer knows nothing of the networks' insides: G maps latents to samples, D
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -261,8 +262,8 @@ def train_algan(
     prepare = prepare or (lambda x: x)
     prepare_fake = prepare_fake or (lambda x: x)
     G, D = generator.to(device), discriminator.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=True)
     d_params = [p for p in D.parameters() if p.requires_grad]
     x_train = x_train.to(device)
     x_val = None if x_val is None else x_val.to(device)
@@ -333,10 +334,11 @@ def train_algan(
                     else:
                         pending.append((x_fake, is_anom, g_updates))
                 # ---- G step: Eq. (5), normal latents only ----
-                g_logits = D(prepare_fake(G(z_g)))                            # line 19
-                loss_g = generator_loss(g_logits, cfg.generator_loss)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
+                with frozen(d_params):  # D's gradients of the G step were never used: not computed
+                    g_logits = D(prepare_fake(G(z_g)))                        # line 19
+                    loss_g = generator_loss(g_logits, cfg.generator_loss)
+                    opt_g.zero_grad(set_to_none=True)
+                    loss_g.backward()
                 opt_g.step()                                                  # line 20
                 g_updates += 1
                 stats.add_g(loss_g)
@@ -367,6 +369,19 @@ def train_algan(
     G.load_state_dict(best_state["generator"])
     D.load_state_dict(best_state["discriminator"])
     return TrainResult(pd.DataFrame(rows), best_epoch, float(best_auc), best_state)
+
+
+@contextlib.contextmanager
+def frozen(params: list):
+    """`params` do not require gradients inside the block (the values, and every other gradient, are as
+    without it: autograd computes an input's gradient the same way whether or not a weight's is wanted)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def check_batches(n: int, cfg: TrainConfig) -> int:
