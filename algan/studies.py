@@ -19,6 +19,7 @@ import torch
 from . import feature_runs, paper, results
 from .config import ADDED_SETTINGS, READINGS, profile as make_profile, reading_of
 from .data import DataError
+from .data.transforms import cutpaste, cutpaste_boxes  # noqa: F401 - the robustness page's, and tests'
 from .experiments import (GAN_BASELINES, METHOD_LABELS, categories_present, default_device, default_seeds,
                           fit_estimator, run_histories, run_image, tidy_rows)
 from .score import auroc, discriminator_scores
@@ -327,39 +328,6 @@ def stability_spread(history: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- Section V-G: robustness ---------------------------------------------------------------------
-def cutpaste_boxes(n: int, height: int, width: int, gen: torch.Generator, area=(0.2, 0.3), aspect=(1 / 3, 3.0)):
-    """n (h, w, y_from, x_from, y_to, x_to): a patch of `area` share of the image (uniform), aspect ratio
-    w / h log-uniform in `aspect`, cut at one random place and pasted at another (CutPaste, Li et al. 2021)."""
-    boxes = []
-    for _ in range(n):
-        share = area[0] + (area[1] - area[0]) * torch.rand(1, generator=gen).item()
-        log_r = math.log(aspect[0]) + (math.log(aspect[1]) - math.log(aspect[0])) * torch.rand(1, generator=gen).item()
-        ratio = math.exp(log_r)
-        h = min(height, max(1, round(math.sqrt(share * height * width / ratio))))
-        w = min(width, max(1, round(share * height * width / h)))
-        ys = torch.randint(0, height - h + 1, (2,), generator=gen).tolist()
-        xs = torch.randint(0, width - w + 1, (2,), generator=gen).tolist()
-        boxes.append((h, w, ys[0], xs[0], ys[1], xs[1]))
-    return boxes
-
-
-def cutpaste(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.1) -> torch.Tensor:
-    """CutPaste-style anomalies of images in [-1, 1] (N, C, H, W): a patch of 20-30 % of the area, aspect
-    ratio 3:1 to 1:3, colour-jittered (brightness, contrast and, for colour images, saturation, each by
-    up to +-`jitter`), pasted back at a random place of the same image."""
-    out = images.clone()
-    for i, (h, w, y0, x0, y1, x1) in enumerate(cutpaste_boxes(len(images), *images.shape[-2:], gen)):
-        patch = (images[i, :, y0:y0 + h, x0:x0 + w] + 1) / 2  # [0, 1]
-        b, c, s = (1 + jitter * (2 * torch.rand(3, generator=gen) - 1)).tolist()
-        patch = patch * b
-        patch = (patch - patch.mean()) * c + patch.mean()
-        if patch.shape[0] == 3:
-            grey = patch.mean(0, keepdim=True)
-            patch = (patch - grey) * s + grey
-        out[i, :, y1:y1 + h, x1:x1 + w] = patch.clamp(0, 1) * 2 - 1
-    return out
-
-
 def robustness_run_args(profile: str, seed: int, sigmas, n_fake: int) -> dict[str, Any]:
     return {"task": "robustness", "dataset": "mvtec", "category": "bottle", "profile": profile, "seed": int(seed),
             "sigmas": [float(s) for s in sigmas], "n_fake": int(n_fake)}
