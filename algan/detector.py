@@ -22,7 +22,7 @@ from .data.transforms import add_extra_channels
 from .config import ALGANConfig, profile as make_profile
 from .models.algan_nets import build_networks
 from .score import discriminator_scores, threshold_at_fpr
-from .train import train_algan
+from .train import check_select, train_algan
 
 
 IMAGE_RANGE_TOL = 1e-3  # images may stray this far outside [-1, 1] (float error of a user's conversion)
@@ -174,6 +174,7 @@ class ALGAN(BaseDetector):
         if x_val is not None:
             self._check_input(x_val, "X_val")
         views = x_val.shape[1] if x_val is not None and x_val.dim() == 3 else 1
+        check_select(self.config.train, x_val, y_val)  # before the networks are built: one line, no training
         torch.manual_seed(self.seed)  # network initialisation
         self.generator, self.discriminator = build_networks(self.config.model)
         result = train_algan(
