@@ -166,3 +166,33 @@ def test_cli_train_select(tmp_path, capsys):
               "--out", str(tmp_path / "o")])
     assert code.value.code == 2
     assert "invalid choice: 'best'" in capsys.readouterr().err
+
+
+def test_the_book_s_cached_runs_keep_their_hashes_and_stay_current():
+    """train.select is a setting added later (config.ADDED_SETTINGS): the committed ALGAN runs, made before it,
+    keep their folders (the hash of their arguments) and still match the resolved settings of today's code."""
+    import json
+    from pathlib import Path
+
+    from algan import results
+    from algan.experiments import image_run_args
+    from algan.feature_runs import feature_run_args
+
+    checked = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/config.json")):
+        config = json.loads(path.read_text())
+        a = config.get("args", {})
+        if a.get("method") != "algan" or not config.get("resolved") or "select" in config["resolved"]["train"]:
+            continue
+        if a["task"] == "image_run":
+            args = image_run_args("algan", a["dataset"], a["category"], a["profile"], a["seed"], a["overrides"])
+            resolved = profile(a["profile"], **a["overrides"]).to_dict()
+        else:
+            args = feature_run_args("algan", a["source"], a["category"], a["profile"], a["seed"],
+                                    None if a["source"] == "adbench" else a["backbone"], a["overrides"])
+            resolved = profile(a["profile"], kind="feature", **a["overrides"]).to_dict()
+        assert results.config_hash(args) == path.parent.name == config["hash"], path
+        assert resolved["train"]["select"] == "val_labels"
+        assert results._same_settings(config["resolved"], resolved), path
+        checked += 1
+    assert checked >= 10
