@@ -1,4 +1,4 @@
-"""A short ALGAN-feature run gives, bit for bit on CPU with one thread, the history and scores recorded from the
+"""A short ALGAN-feature run (and an ALGAN-image smoke run, which shares the training loop) gives, bit for bit on CPU with one thread, the history and scores recorded from the
 code before the feature training step was made fast (issue 24): the book's cached runs keep their values.
 
 The reference (tests/data/feature_identity.json) was written by `write_reference()` from commit 1de3150 (the
@@ -52,6 +52,29 @@ def feature_run(name: str) -> dict:
             "threshold": float(det.threshold_)}
 
 
+IMAGE_CASES = ("literal", "active")
+
+
+def image_run(reading: str) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 32, 32, generator=gen) * 2 - 1
+    x_val = torch.rand(12, 3, 32, 32, generator=gen) * 2 - 1
+    x_val[6:, :, 8:16, 8:16] = 1.0
+    y_val = np.r_[np.zeros(6, int), np.ones(6, int)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        det = ALGAN(profile("smoke", reading=reading, **{"train.epochs": 3}), seed=0, device="cpu", progress=False)
+        det.fit(x, X_val=x_val, y_val=y_val)
+        scores = det.decision_function(x_val)
+    finally:
+        torch.set_num_threads(before)
+    history = det.history_.drop(columns=["seconds"])
+    return {"history": {c: [float(v) for v in history[c]] for c in history.columns},
+            "scores": [float(s) for s in scores], "best_epoch": int(det.best_epoch_),
+            "threshold": float(det.threshold_)}
+
+
 def _hex(obj):
     if isinstance(obj, float):
         return "nan" if math.isnan(obj) else obj.hex()
@@ -64,13 +87,15 @@ def _hex(obj):
 
 def write_reference() -> None:
     REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(json.dumps({name: _hex(feature_run(name)) for name in CASES}, indent=1) + "\n")
+    cases = {name: _hex(feature_run(name)) for name in CASES}
+    cases.update({f"image_{r}": _hex(image_run(r)) for r in IMAGE_CASES})
+    REFERENCE.write_text(json.dumps(cases, indent=1) + "\n")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_feature_run_is_bit_identical_to_the_recorded_one(name):
+@pytest.mark.parametrize("name", sorted(CASES) + [f"image_{r}" for r in IMAGE_CASES])
+def test_run_is_bit_identical_to_the_recorded_one(name):
     expected = json.loads(REFERENCE.read_text())[name]
-    got = _hex(feature_run(name))
+    got = _hex(image_run(name[len("image_"):]) if name.startswith("image_") else feature_run(name))
     assert got["best_epoch"] == expected["best_epoch"]
     for column, values in expected["history"].items():
         assert got["history"][column] == values, f"history column {column} differs"
