@@ -38,12 +38,17 @@ def feature_run(name: str) -> dict:
                   **{"train.epochs": 5, "train.eval_every": 2, "model.feature_hidden": 128, **overrides})
     if name == "odd_sizes":
         x, x_val, x_test = x[:, :37], x_val[:, :37], x_test[:, :37]
+    return _recorded(ALGAN(cfg, seed=3, device="cpu", progress=False), x_test, x,
+                     **({} if name == "no_val" else {"X_val": x_val, "y_val": y_val}))
+
+
+def _recorded(det: ALGAN, x_score, *fit_args, **fit_kwargs) -> dict:
+    """Fit `det` with one torch thread; its history (wall time left out), scores of `x_score` and threshold."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        det = ALGAN(cfg, seed=3, device="cpu", progress=False)
-        det.fit(x, **({} if name == "no_val" else {"X_val": x_val, "y_val": y_val}))
-        scores = det.decision_function(x_test)
+        det.fit(*fit_args, **fit_kwargs)
+        scores = det.decision_function(x_score)
     finally:
         torch.set_num_threads(before)
     history = det.history_.drop(columns=["seconds"])
@@ -61,18 +66,8 @@ def image_run(reading: str) -> dict:
     x_val = torch.rand(12, 3, 32, 32, generator=gen) * 2 - 1
     x_val[6:, :, 8:16, 8:16] = 1.0
     y_val = np.r_[np.zeros(6, int), np.ones(6, int)]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        det = ALGAN(profile("smoke", reading=reading, **{"train.epochs": 3}), seed=0, device="cpu", progress=False)
-        det.fit(x, X_val=x_val, y_val=y_val)
-        scores = det.decision_function(x_val)
-    finally:
-        torch.set_num_threads(before)
-    history = det.history_.drop(columns=["seconds"])
-    return {"history": {c: [float(v) for v in history[c]] for c in history.columns},
-            "scores": [float(s) for s in scores], "best_epoch": int(det.best_epoch_),
-            "threshold": float(det.threshold_)}
+    det = ALGAN(profile("smoke", reading=reading, **{"train.epochs": 3}), seed=0, device="cpu", progress=False)
+    return _recorded(det, x_val, x, X_val=x_val, y_val=y_val)
 
 
 def _hex(obj):
