@@ -196,3 +196,11 @@ def test_the_book_s_cached_runs_keep_their_hashes_and_stay_current():
         assert results._same_settings(config["resolved"], resolved), path
         checked += 1
     assert checked >= 10
+
+
+def test_the_gan_baselines_refuse_a_label_free_rule():
+    from algan.models.ganomaly import GANomaly
+
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match=r"^train.select='last': the GAN baselines keep the best validation AUROC"):
+        GANomaly(profile("smoke", **{"train.select": "last"}), progress=False).fit(x)
