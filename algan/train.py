@@ -236,8 +236,9 @@ def check_select(cfg: TrainConfig, x_val: Optional[torch.Tensor], y_val: Optiona
     free = ", ".join(f"train.select={name!r}" for name in LABEL_FREE_SELECTS)
     if cfg.select == "val_labels" and x_val is not None:
         labels = set() if y_val is None else set(np.unique(np.asarray(y_val)).tolist())
-        if labels != {0, 1}:
-            found = "no labels" if y_val is None else ("no anomalies" if 1 not in labels else "no normal samples")
+        if len(labels) != 2:
+            found = ("no labels" if y_val is None else "no anomalies" if labels == {0} else
+                     "no normal samples" if labels == {1} else f"the labels {sorted(labels)}")
             raise ValueError(f"train.select='val_labels' chooses the checkpoint on validation AUROC, but the "
                              f"validation data has {found}: pass y_val with both 0 and 1, or a label-free rule: {free}")
     if cfg.select == "proxy":
