@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import SELECTS
 
 # Only the standard library at import time: torch, numpy, pandas and the algan modules that use them load
 # inside the commands, so `algan --help` answers at once (benchmarks/bench_cli.py).
@@ -142,6 +143,8 @@ def cmd_train(args) -> int:
     _augment_ops(args)  # a bad --augment stops here
     _check_device(args.device)
     overrides = _overrides(args.set)
+    if args.select is not None:
+        overrides["train.select"] = args.select
     kind = "feature" if args.dataset == "features" else "image"
     cfg = profile(args.profile, kind=kind, reading=args.reading, **overrides)
     results.check_output_dir(out, run_disk_bytes(cfg), "--out")  # before the data is read and the model trained
@@ -163,7 +166,8 @@ def cmd_train(args) -> int:
     det = ALGAN(cfg, seed=args.seed, device=args.device, progress=not args.quiet).fit(x_train, **fit)
     y_test = np.asarray(data.test.y)
     metrics = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "threshold": det.threshold_,
-               "test_auroc": auroc(y_test, det.decision_function(x_test))}
+               "test_auroc": auroc(y_test, det.decision_function(x_test)), "select": cfg.train.select,
+               "test_auroc_last": auroc(y_test, det.decision_function(x_test, checkpoint="last"))}
     with results.atomic_folder(out) as folder:  # all files, then `done`, or none (a failure keeps nothing)
         det.save(folder / "model.pt")
         results.write_csv(folder / "history.csv", det.history_)
@@ -487,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reading", default="literal",
                    help="reading of the paper's ambiguous text, algan.config.READINGS: literal (default) or active")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.sigma=5")
+    t.add_argument("--select", choices=SELECTS, help="how the checkpoint that scores is chosen (train.select): "
+                   "val_labels (default: best validation AUROC, the paper's), or without labels last, ema or proxy")
     t.add_argument("--out", required=True, help="output folder: model.pt, history.csv, splits.json, metrics.json "
                                                 "and a done marker, written only once the model is trained")
     t.add_argument("--device", type=_device, help=f"{DEVICE_HELP} (default: cuda if available)")

@@ -22,13 +22,15 @@ BUFFER_SIZES = ("batch", "data")
 BUFFER_UPDATES = ("per_batch", "per_epoch")
 LAST_BATCHES = ("keep", "drop")
 ROTATE_FILLS = ("black", "reflection", "border")
+SELECTS = ("val_labels", "last", "ema", "proxy")  # train.select: how the checkpoint that scores is chosen
+LABEL_FREE_SELECTS = ("last", "ema", "proxy")
 
 # Settings added after runs were cached, with the value those runs used: a stored run that lacks
 # one of them is still current when the setting is at this value (results.cached_run).
 ADDED_SETTINGS: dict[tuple[str, str], Any] = {
     ("model", "feature_scaling"): "standardise", ("model", "fake_channels"): "free",
     ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
-    ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black",
+    ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black", ("train", "select"): "val_labels",
 }
 
 
@@ -133,6 +135,11 @@ class TrainConfig:
     rotate_fill: str = "black"      # Sec. IV-B-5 names random rotation, not what fills the corners it
                                     # uncovers. "black": -1 (black corners that no test image has);
                                     # "reflection" / "border": mirrored / edge pixels (grid_sample's modes)
+    select: str = "val_labels"      # which checkpoint scores (algan.train.train_algan states each rule):
+                                    # "val_labels": Sec. IV-C, the best validation AUROC (needs anomalous
+                                    # validation samples); label-free: "last" (the final epoch), "ema" (an
+                                    # exponential moving average of D's weights), "proxy" (the best AUROC of
+                                    # normal validation data against made-up anomalies)
     threshold_fpr: float = 0.05     # Eq. (8) leaves the threshold to the user: we pick it at this
                                     # false-positive rate on normal validation scores only
 
@@ -145,7 +152,7 @@ class TrainConfig:
         if self.fake_bn_stats not in FAKE_BN_STATS:
             raise ValueError(f"train.fake_bn_stats={self.fake_bn_stats!r}: expected one of {FAKE_BN_STATS}")
         for name, allowed in (("buffer_size", BUFFER_SIZES), ("buffer_update", BUFFER_UPDATES),
-                              ("last_batch", LAST_BATCHES), ("rotate_fill", ROTATE_FILLS)):
+                              ("last_batch", LAST_BATCHES), ("rotate_fill", ROTATE_FILLS), ("select", SELECTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name}={getattr(self, name)!r}: expected one of {allowed}")
         for name in ("alpha", "xi", "buffer_replace"):

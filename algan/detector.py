@@ -22,7 +22,7 @@ from .data.transforms import add_extra_channels
 from .config import ALGANConfig, profile as make_profile
 from .models.algan_nets import build_networks
 from .score import discriminator_scores, threshold_at_fpr
-from .train import train_algan
+from .train import check_select, train_algan
 
 
 IMAGE_RANGE_TOL = 1e-3  # images may stray this far outside [-1, 1] (float error of a user's conversion)
@@ -146,6 +146,7 @@ class ALGAN(BaseDetector):
         self.history_: Optional[pd.DataFrame] = None
         self.best_epoch_ = 0
         self.best_val_auroc_ = math.nan
+        self.last_discriminator = None  # D after the last epoch (decision_function(checkpoint="last"))
         # Scoring fast paths, kept where benchmarks/bench_timing.py measured a gain at equal scores:
         # NHWC batches on CPU (1.2x at 64 px, 1.4x at 256 px, batch 64; not at batch 1, where it loses).
         # bf16 autocast and torch.compile are opt-in (benchmarks/bench_timing.py).
@@ -154,7 +155,13 @@ class ALGAN(BaseDetector):
     # ---- fitting -----------------------------------------------------------------------------
     def fit(self, X, *, X_val=None, y_val=None,
             augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None) -> "ALGAN":
-        """Train on normal samples X; select the checkpoint on (X_val, y_val) if given; set the threshold.
+        """Train on normal samples X; choose the checkpoint by `train.select`; set the threshold.
+
+        `train.select="val_labels"` (the default, the paper's) needs y_val with normal and anomalous samples, or
+        no validation data at all (`fit(X)` keeps the last epoch); X_val without anomalies is an error naming
+        the label-free rules "last", "ema" and "proxy" ("proxy" uses X_val's normal rows: y_val == 0, or every
+        row when y_val is None). The threshold comes from the normal validation samples (the training samples
+        without X_val) scored by the chosen checkpoint.
 
         On a CPU the result depends on torch's thread count, which is the caller's here (not pinned as in
         the run cache, `results.run_threads`): call `torch.set_num_threads(n)` first to repeat a run exactly."""
@@ -167,6 +174,7 @@ class ALGAN(BaseDetector):
         if x_val is not None:
             self._check_input(x_val, "X_val")
         views = x_val.shape[1] if x_val is not None and x_val.dim() == 3 else 1
+        check_select(self.config.train, x_val, y_val)  # before the networks are built: one line, no training
         torch.manual_seed(self.seed)  # network initialisation
         self.generator, self.discriminator = build_networks(self.config.model)
         result = train_algan(
@@ -176,7 +184,8 @@ class ALGAN(BaseDetector):
             y_val=None if y_val is None else np.asarray(y_val), val_views=views, device=self.device,
             progress=self.progress)
         self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc
-        normal = x if x_val is None else x_val[torch.as_tensor(np.asarray(y_val) == 0)]
+        self.last_discriminator = self._built(result.last_state["discriminator"])
+        normal = x if x_val is None else x_val if y_val is None else x_val[torch.as_tensor(np.asarray(y_val) == 0)]
         self.set_threshold(self.decision_function(normal), self.config.train.threshold_fpr)
         return self
 
@@ -227,18 +236,32 @@ class ALGAN(BaseDetector):
             raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (N, {m.feature_dim}) features "
                              f"or (N, R, {m.feature_dim}) rotated views")
 
-    def decision_function(self, X, batch_size: int = 256) -> np.ndarray:
+    def _built(self, state: dict) -> torch.nn.Module:
+        """A discriminator of this config holding `state`, in eval mode on the detector's device."""
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+            _, D = build_networks(self.config.model)
+        D.load_state_dict(state)
+        return D.to(self.device).eval()
+
+    def decision_function(self, X, batch_size: int = 256, checkpoint: str = "chosen") -> np.ndarray:
         """Anomaly score -D(x) per sample (eval mode, no gradients, batched); the mean over views
-        for rotated feature views (N, R, D).
+        for rotated feature views (N, R, D). `checkpoint`: "chosen" (by `train.select`, the default) or
+        "last" (D after the last epoch, kept by every fit: the cost of a rule is the difference).
 
         X: float images (N, C, H, W) in [-1, 1], as `load_dataset` and `algan.data.load_images` make them
         (uint8 or 0..255 images are refused, not rescaled: convert with x / 127.5 - 1), or real feature
         vectors (N, D) / (N, R, D); NaN, inf and complex values are refused."""
         if self.discriminator is None:
             raise ValueError("the detector is not fitted: call fit() or ALGAN.load() first")
+        if checkpoint not in ("chosen", "last"):
+            raise ValueError(f"checkpoint={checkpoint!r}: expected 'chosen' or 'last'")
+        if checkpoint == "last" and self.last_discriminator is None:
+            raise ValueError("checkpoint='last': this detector has no last-epoch weights (a checkpoint saved "
+                             "before they were kept); use checkpoint='chosen'")
         x = as_tensor(X, "X", images=self.config.model.kind == "image")
         self._check_input(x, "X")
-        scores = discriminator_scores(self.discriminator, self._stored(x), prepare=self._prepare,
+        D = self.discriminator if checkpoint == "chosen" else self.last_discriminator
+        scores = discriminator_scores(D, self._stored(x), prepare=self._prepare,
                                       batch_size=batch_size, device=self.device, **self.scoring)
         return scores.reshape(len(x), -1).mean(1) if x.dim() == 3 else scores
 
@@ -288,6 +311,7 @@ class ALGAN(BaseDetector):
             "threshold": self.threshold_,
             "best_epoch": self.best_epoch_,
             "best_val_auroc": self.best_val_auroc_,
+            "last_discriminator": None if self.last_discriminator is None else self.last_discriminator.state_dict(),
             "feature_mean": self.feature_mean,
             "feature_std": self.feature_std,
         }, path)
@@ -327,6 +351,11 @@ class ALGAN(BaseDetector):
                                  f"({first[0].strip()})") from None
         det.generator.to(det.device).eval()
         det.discriminator.to(det.device).eval()
+        if state.get("last_discriminator") is not None:  # older checkpoints hold the chosen weights only
+            try:
+                det.last_discriminator = det._built(state["last_discriminator"])
+            except (RuntimeError, TypeError, AttributeError):
+                raise ValueError(f"checkpoint {path}: last_discriminator weights do not match its config") from None
         det.threshold_ = threshold
         det.best_epoch_, det.best_val_auroc_ = state["best_epoch"], state["best_val_auroc"]
         det.feature_mean, det.feature_std = state["feature_mean"], state["feature_std"]

@@ -19,7 +19,7 @@ import torch
 from . import feature_runs, paper, results
 from .config import ADDED_SETTINGS, READINGS, profile as make_profile, reading_of
 from .data import DataError
-from .models.cutpaste import cutpaste, cutpaste_boxes  # noqa: F401  (the robustness page's CutPaste images)
+from .data.transforms import cutpaste, cutpaste_boxes  # noqa: F401 - the robustness page's, and tests'
 from .experiments import (GAN_BASELINES, METHOD_LABELS, categories_present, default_device, default_seeds,
                           fit_estimator, run_histories, run_image, tidy_rows)
 from .score import auroc, discriminator_scores

@@ -21,10 +21,8 @@ them (`algan sweep` with `method: tabular:<name>`, `dataset: classical`; `algan 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -120,48 +118,6 @@ def algan_epochs(n_train: int, profile: str) -> int:
     return int(min(st["max_epochs"], max(every, every * round(st["updates"] / per_epoch / every))))
 
 
-# ---- the last epoch's D ------------------------------------------------------------------------------
-# SHIM (issue 22, to be replaced at merge by the checkpoint-selection work of issue 24a: `select=` /
-# `test_auroc_last`). ALGAN.fit loads the best validation checkpoint at the end of training; this keeps the
-# discriminator's weights as they were just before that (the last epoch's), by wrapping D.load_state_dict
-# for the duration of the one fit. Used only by `fit_algan` below.
-@contextmanager
-def _keeping_last_discriminator(store: dict):
-    from . import detector
-
-    original = detector.train_algan
-
-    def train_keeping_last(generator, discriminator, *args, **kwargs):
-        load = discriminator.load_state_dict
-
-        def grab(state, *a, **k):  # the last call is the final one, with the best checkpoint
-            store["discriminator"] = copy.deepcopy(discriminator.state_dict())
-            return load(state, *a, **k)
-
-        discriminator.load_state_dict = grab
-        try:
-            return original(generator, discriminator, *args, **kwargs)
-        finally:
-            del discriminator.load_state_dict
-
-    detector.train_algan = train_keeping_last
-    try:
-        yield store
-    finally:
-        detector.train_algan = original
-
-
-def fit_algan(det, x_train, x_val, y_val):
-    """(the fitted detector at its validation-chosen checkpoint, a copy of it with the last epoch's D)."""
-    store: dict = {}
-    with _keeping_last_discriminator(store):
-        det.fit(x_train, X_val=x_val, y_val=y_val)
-    last = copy.deepcopy(det)
-    if "discriminator" in store:
-        last.discriminator.load_state_dict(store["discriminator"])
-    return det, last
-
-
 # ---- runs --------------------------------------------------------------------------------------------
 def tabular_run_args(method: str, category: str, profile: str, seed: int,
                      overrides: Optional[dict] = None) -> dict[str, Any]:
@@ -203,10 +159,10 @@ def run_tabular(method: str, dataset: str = DATASET, *, category: str, profile: 
         if method == "algan":
             from .detector import ALGAN
 
-            det, last = fit_algan(ALGAN(cfg, seed=seed, device=device, progress=False), data.train.x,
-                                  data.val.x, data.val.y)
+            det = ALGAN(cfg, seed=seed, device=device, progress=False).fit(data.train.x, X_val=data.val.x,
+                                                                            y_val=data.val.y)
             scores = {k: det.decision_function(p.x) for k, p in parts.items()}
-            last_scores = {k: last.decision_function(p.x) for k, p in parts.items()}
+            last_scores = {k: det.decision_function(p.x, checkpoint="last") for k, p in parts.items()}
             history = det.history_
             extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
                      "test_auroc_last": auroc(data.test.y, last_scores["test"]),

@@ -183,7 +183,6 @@ def device_throughput(device: torch.device, reps: int = 5) -> dict[str, float]:
     src = torch.ones(2 ** 26, device=device)
     dst = torch.empty_like(src)
     copy_s = best_time(lambda: dst.copy_(src), device, reps)
-    del a, x, src, dst
     return {"matmul_gflops": 2 * 2048 ** 3 / mm_s / 1e9, "conv_gflops": conv_flops / conv_s / 1e9,
             "mem_gbs": 2 * 4 * 2 ** 26 / copy_s / 1e9}
 

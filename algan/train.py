@@ -14,6 +14,7 @@ The trainer knows nothing of the networks' insides: G maps latents to samples, D
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -215,9 +216,113 @@ def generator_loss(fake_logits: torch.Tensor, form: str) -> torch.Tensor:
 @dataclass
 class TrainResult:
     history: pd.DataFrame         # one row per epoch: losses, val AUROC (NaN between evaluations), seconds
-    best_epoch: int               # epoch whose D had the best validation AUROC (last epoch without val)
-    best_val_auroc: float
-    best_state: dict              # {"generator": state_dict, "discriminator": state_dict} at best_epoch
+    best_epoch: int               # the chosen checkpoint's epoch (train.select; "ema": the last epoch)
+    best_val_auroc: float         # its validation AUROC where measured on labels, else NaN
+    best_state: dict              # {"generator": state_dict, "discriminator": state_dict}: the chosen checkpoint
+    last_state: Optional[dict] = None  # the same at the last epoch, whatever the rule
+    select: str = "val_labels"    # the rule that chose best_state
+
+
+EMA_DECAY = 0.9          # train.select="ema": D_ema <- 0.9 D_ema + 0.1 D after every epoch (epoch 1: D_ema = D)
+EMA_POWER_ITERATIONS = 10  # ... then u, v of each spectral norm refined on the averaged weights
+PROXY_SEED = 7919        # train.select="proxy": its own generator, seed + PROXY_SEED (training draws are untouched)
+PROXY_MIN_PIXELS = 20    # a CutPaste patch (>= 20 % of the image) needs >= 4 pixels: images of >= 20 pixels
+
+
+def check_select(cfg: TrainConfig, x_val: Optional[torch.Tensor], y_val: Optional[np.ndarray]) -> None:
+    """One-line errors, before training, for a selection rule that cannot apply to this validation data."""
+    from .config import LABEL_FREE_SELECTS
+
+    free = ", ".join(f"train.select={name!r}" for name in LABEL_FREE_SELECTS)
+    if cfg.select == "val_labels" and x_val is not None:
+        labels = set() if y_val is None else set(np.unique(np.asarray(y_val)).tolist())
+        if len(labels) != 2:
+            found = ("no labels" if y_val is None else "no anomalies" if labels == {0} else
+                     "no normal samples" if labels == {1} else f"the labels {sorted(labels)}")
+            raise ValueError(f"train.select='val_labels' chooses the checkpoint on validation AUROC, but the "
+                             f"validation data has {found}: pass y_val with both 0 and 1, or a label-free rule: {free}")
+    if cfg.select == "proxy":
+        if x_val is None:
+            raise ValueError("train.select='proxy' needs normal validation data: pass X_val (labels optional), or "
+                             "train.select='last' / 'ema'")
+        if x_val.dim() == 4 and x_val.shape[-1] * x_val.shape[-2] < PROXY_MIN_PIXELS:
+            raise ValueError(f"train.select='proxy' pastes CutPaste patches of >= 20 % of an image, but the images are "
+                             f"{x_val.shape[-2]}x{x_val.shape[-1]} (fewer than {PROXY_MIN_PIXELS} pixels): "
+                             "use train.select='last' or 'ema'")
+
+
+class _Selection:
+    """The selection rules of `train.select`, apart from the training loop.
+
+    - "val_labels" (Sec. IV-C, the default): every `eval_every` epochs and at the last, the validation AUROC on
+      (x_val, y_val); the checkpoint with the highest is kept, the earliest of equal ones. Without any
+      validation data (a plain `fit(X)`) the last epoch is kept.
+    - "last": the weights after the last epoch.
+    - "ema": D's weights averaged over training, D_ema <- EMA_DECAY D_ema + (1 - EMA_DECAY) D after every epoch
+      (D_ema = D after epoch 1), every parameter and spectral-norm vector; at the end each spectral norm's u, v
+      are refined by EMA_POWER_ITERATIONS power iterations on the averaged weights (so sigma is theirs). G is
+      the last epoch's (it does not score).
+    - "proxy": as "val_labels", with the AUROC of the normal validation rows (y_val == 0, or all of x_val when
+      y_val is None: the anomalous rows and the labels are never read otherwise) against made-up anomalies
+      fixed before training from their own generator (seed + PROXY_SEED): for features, G's fake-anomalous
+      samples G(z_a) from one held-out latent set z_a ~ N(0, sigma^2 I) (G in eval mode, at each evaluation);
+      for images, the normal validation images with a CutPaste-style patch (20-30 % of the area, colour-
+      jittered: `data.transforms.cutpaste`) pasted into each. Recorded in the history as `proxy_auroc`.
+    """
+
+    def __init__(self, cfg: TrainConfig, x_val, y_val, val_views: int, latent_dim: int, seed: int, device):
+        self.rule, self.cfg = cfg.select, cfg
+        self.ema: Optional[dict] = None
+        self.normal = self.fake_z = self.pasted = None
+        if self.rule == "proxy":
+            rows = (np.ones(len(x_val) // val_views, bool) if y_val is None else np.asarray(y_val) == 0)
+            keep = to_device(torch.as_tensor(np.repeat(rows, val_views)), x_val.device)
+            self.normal, self.views = x_val[keep], val_views
+            gen = torch.Generator().manual_seed(seed + PROXY_SEED)
+            if x_val.dim() == 4:
+                from .data.transforms import cutpaste
+                self.pasted = cutpaste(self.normal.cpu(), gen).to(x_val.device)
+            else:
+                self.fake_z = to_device(torch.randn(int(rows.sum()), latent_dim, generator=gen) * cfg.sigma, device)
+
+    def proxy_auroc(self, G, D, prepare, prepare_fake, device) -> float:
+        normal = discriminator_scores(D, self.normal, prepare=prepare, device=device).reshape(-1, self.views).mean(1)
+        if self.pasted is not None:
+            odd = discriminator_scores(D, self.pasted, prepare=prepare, device=device).reshape(-1, self.views).mean(1)
+        else:
+            with torch.no_grad():
+                G.eval()
+                fakes = prepare_fake(G(self.fake_z))
+                G.train()
+            odd = discriminator_scores(D, fakes, device=device)
+        return auroc(np.r_[np.zeros(len(normal)), np.ones(len(odd))], np.r_[normal, odd])
+
+    def end_epoch(self, D: nn.Module) -> None:
+        if self.rule != "ema":
+            return
+        state = {k: v.detach() for k, v in D.state_dict().items() if v.is_floating_point()}
+        if self.ema is None:
+            self.ema = {k: v.clone() for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                self.ema[k].mul_(EMA_DECAY).add_(v, alpha=1 - EMA_DECAY)
+
+    def ema_state(self, D: nn.Module) -> dict:
+        """D's state dict with the averaged weights, u and v refined on them (a copy of D does the work)."""
+        from torch.nn.utils.parametrize import is_parametrized
+
+        D = copy.deepcopy(D)
+        D.load_state_dict({**D.state_dict(), **self.ema})
+        with torch.no_grad():
+            for module in D.modules():
+                if is_parametrized(module, "weight"):
+                    for sn in module.parametrizations.weight:
+                        if hasattr(sn, "_power_method"):
+                            weight = module.parametrizations.weight.original
+                            sn._u.copy_(F.normalize(sn._u, dim=0, eps=sn.eps))
+                            sn._v.copy_(F.normalize(sn._v, dim=0, eps=sn.eps))
+                            sn._power_method(sn._reshape_weight_to_matrix(weight), EMA_POWER_ITERATIONS)
+        return {k: v.detach().cpu().clone() for k, v in D.state_dict().items()}
 
 
 def train_algan(
@@ -237,7 +342,9 @@ def train_algan(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Train G and D on normal data `x_train` (N, ...) by Algorithm 1; select D on validation AUROC.
+    """Train G and D on normal data `x_train` (N, ...) by Algorithm 1; choose the checkpoint by `cfg.select`
+    (`_Selection` states each rule; the default, "val_labels", is the best validation AUROC). The result holds
+    the chosen state and the last epoch's (`last_state`), and G and D end with the chosen weights.
 
     `augment(x, gen)` randomises a training batch; `prepare(x)` maps stored samples to model input
     (e.g. appends the max/mean channels); `prepare_fake(x)` does the same for G's output (identity
@@ -261,8 +368,8 @@ def train_algan(
     prepare = prepare or (lambda x: x)
     prepare_fake = prepare_fake or (lambda x: x)
     G, D = generator.to(device), discriminator.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=True)
     d_params = [p for p in D.parameters() if p.requires_grad]
     x_train = x_train.to(device)
     x_val = None if x_val is None else x_val.to(device)
@@ -270,7 +377,10 @@ def train_algan(
     capacity = cfg.buffer_factor * (cfg.batch_size if cfg.buffer_size == "batch" else len(x_train))
     buffer = Buffer(capacity, cfg.buffer_replace, gen)
     alpha = cfg.alpha if cfg.use_anomalous_latent else 1.0
+    check_select(cfg, x_val, y_val)
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
+    select = _Selection(cfg, x_val, y_val, val_views, latent_dim, seed, device)
+    keep_best = cfg.select in ("val_labels", "proxy")
     g_updates = 0
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
@@ -285,6 +395,7 @@ def train_algan(
             latents.load(*state["latents"])
             g_updates, rows, last_auc = state["g_updates"], state["rows"], state["last_auc"]
             best_auc, best_epoch, best_state = state["best"]
+            select.ema = state.get("ema")
             resume.set_rng_state(state["rng"], gen)
         first = 1 if state is None else state["epoch"] + 1
         bar = progress_bar(range(first, cfg.epochs + 1), "ALGAN", progress)
@@ -333,10 +444,11 @@ def train_algan(
                     else:
                         pending.append((x_fake, is_anom, g_updates))
                 # ---- G step: Eq. (5), normal latents only ----
-                g_logits = D(prepare_fake(G(z_g)))                            # line 19
-                loss_g = generator_loss(g_logits, cfg.generator_loss)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
+                with frozen(d_params):  # D's gradients of the G step were never used: not computed
+                    g_logits = D(prepare_fake(G(z_g)))                        # line 19
+                    loss_g = generator_loss(g_logits, cfg.generator_loss)
+                    opt_g.zero_grad(set_to_none=True)
+                    loss_g.backward()
                 opt_g.step()                                                  # line 20
                 g_updates += 1
                 stats.add_g(loss_g)
@@ -346,12 +458,17 @@ def train_algan(
             row = {"epoch": epoch, **stats.row(n_batches, cfg.n_dis), "g_updates": g_updates,
                    **{f"grad_share_{name}": shares.get(name, float("nan")) for name in TERMS},
                    "val_auroc": float("nan")}
-            if validate and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            evaluate = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+            if validate and evaluate:
                 scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
                 row["val_auroc"] = last_auc = auroc(y_val, scores)
-                if row["val_auroc"] > best_auc:  # strict: the earliest of equal checkpoints is kept
-                    best_auc, best_epoch = row["val_auroc"], epoch
-                    best_state = _snapshot(G, D)
+            if cfg.select == "proxy":
+                row["proxy_auroc"] = select.proxy_auroc(G, D, prepare, prepare_fake, device) if evaluate else float("nan")
+            chosen_by = row.get("proxy_auroc") if cfg.select == "proxy" else row["val_auroc"]
+            if keep_best and evaluate and chosen_by > best_auc:  # strict: the earliest of equal checkpoints is kept
+                best_auc, best_epoch = chosen_by, epoch
+                best_state = _snapshot(G, D)
+            select.end_epoch(D)
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
             bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
@@ -361,12 +478,34 @@ def train_algan(
                     "generator": G.state_dict(), "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
                     "opt_d": opt_d.state_dict(), "buffer": (buffer.x, buffer.is_anomalous, buffer.birth),
                     "latents": (latents.z_d, latents.z_g), "g_updates": g_updates, "rows": rows,
-                    "last_auc": last_auc, "best": (best_auc, best_epoch, best_state), "rng": resume.rng_state(gen)})
-    if best_state is None:  # no validation: keep the last epoch
-        best_epoch, best_auc, best_state = cfg.epochs, float("nan"), _snapshot(G, D)
+                    "last_auc": last_auc, "best": (best_auc, best_epoch, best_state), "ema": select.ema,
+                    "rng": resume.rng_state(gen)})
+    history = pd.DataFrame(rows)
+    last_state = _snapshot(G, D)
+    if cfg.select == "ema":
+        best_epoch, best_state = cfg.epochs, {"generator": last_state["generator"], "discriminator": select.ema_state(D)}
+        best_auc = float("nan")
+    elif best_state is None:  # "last", or no validation data at all: keep the last epoch
+        best_epoch, best_state = cfg.epochs, last_state
+        best_auc = last_auc if cfg.select == "last" else float("nan")
+    if cfg.select == "proxy":  # the labelled AUROC of the chosen epoch, where measured (never used to choose)
+        best_auc = float(history.loc[history["epoch"] == best_epoch, "val_auroc"].iloc[0])
     G.load_state_dict(best_state["generator"])
     D.load_state_dict(best_state["discriminator"])
-    return TrainResult(pd.DataFrame(rows), best_epoch, float(best_auc), best_state)
+    return TrainResult(history, best_epoch, float(best_auc), best_state, last_state, cfg.select)
+
+
+@contextlib.contextmanager
+def frozen(params: list):
+    """`params` do not require gradients inside the block (the values, and every other gradient, are as
+    without it: autograd computes an input's gradient the same way whether or not a weight's is wanted)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def check_batches(n: int, cfg: TrainConfig) -> int:

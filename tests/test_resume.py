@@ -33,6 +33,10 @@ CASES = {  # name: (how the interrupted process runs it, the run's function and 
     # cpu widths on a small set, so that it outlives its first checkpoint; its scores.csv holds the last epoch's
     "algan tabular, kill -9": ("run", run_tabular, dict(method="algan", dataset="classical", category="43_WDBC",
                                                         **{**SMOKE, "profile": "cpu"})),
+    # the EMA of D's weights is part of the training state: the resumed run scores with the same average
+    "algan-feature, select=ema, kill -9": ("run", run_feature, dict(
+        method="algan", source="adbench", category="bottle", **{**SMOKE, "overrides": {
+            "train.epochs": EPOCHS, "train.select": "ema"}})),
 }
 
 
@@ -110,7 +114,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(case, tmp_path, data_r
     assert list(a["epoch"]) == list(range(1, EPOCHS + 1))
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), check_exact=True)
     assert (resumed["folder"] / "scores.csv").read_bytes() == (whole["folder"] / "scores.csv").read_bytes()
-    for key in ("test_auroc", "val_auroc", "best_epoch"):
+    for key in ("test_auroc", "val_auroc", "best_epoch", "test_auroc_last"):
         assert resumed["metrics"].get(key) == whole["metrics"].get(key)
     assert not state.exists() and not [p for p in runs.rglob("*") if p.name.endswith(".tmp")]  # finished: no state
 

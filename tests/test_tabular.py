@@ -1,13 +1,12 @@
 """The tabular page (beyond the paper): the loader and its split, bad input, PyOD's detectors through the
-wrapper, the last-epoch shim, the smoke comparison and its tidy frame, the sweep's tabular runs, the claim."""
+wrapper, the smoke comparison and its tidy frame, the sweep's tabular runs, the claim."""
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from algan import ALGAN, claims, profile, results, sweep
+from algan import claims, results, sweep
 from algan import tabular as T
 from algan.data import DataError
 from algan.data.splits import fraction_counts
@@ -112,18 +111,6 @@ def test_the_wrapper_drops_constant_columns_and_checks_its_input():
         det.decision_function(test)
     with pytest.raises(ValueError, match="unknown PyOD detector 'knnn'"):
         PyODDetector("knnn")
-
-
-def test_the_last_epoch_shim_keeps_the_discriminator_of_the_last_epoch():
-    train, test, y = _blobs()
-    cfg = profile("smoke", kind="feature", **{"train.epochs": 3})
-    det, last = T.fit_algan(ALGAN(cfg, seed=0, progress=False), train, test, y)
-    plain = ALGAN(cfg, seed=0, progress=False).fit(train)  # no validation: the last epoch is kept
-    assert np.allclose(last.decision_function(test), plain.decision_function(test), atol=1e-5)
-    chosen = det.history_.set_index("epoch")["val_auroc"]
-    assert det.best_epoch_ == chosen.idxmax()
-    from algan import detector
-    assert detector.train_algan.__name__ == "train_algan"  # the patch is undone
 
 
 def test_algan_epochs_rule():

@@ -11,7 +11,7 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from ..config import ModelConfig
 
@@ -95,6 +95,51 @@ class FeatureGenerator(nn.Module):
         return self.net(z)
 
 
+class _DivideBySigma(torch.autograd.Function):
+    """weight / sigma with torch's own gradients, bit for bit, in 4 passes over the weight instead of 6.
+
+    torch's division backward computes grad / sigma and, for sigma, sum(-grad * ((weight / sigma) / sigma)):
+    -grad, weight / sigma, / sigma, the product and the sum each read the whole weight. Here weight / sigma is
+    the forward's output, kept, and the minus sign moves out of the sum (IEEE rounding is symmetric in sign,
+    so sum(-x) == -sum(x) exactly, in the same order of additions); the sum is `sum_to_size`, the reduction
+    autograd itself applies. tests/test_feature_identity.py holds the old runs' values."""
+
+    @staticmethod
+    def forward(ctx, weight, sigma):
+        out = weight / sigma
+        ctx.save_for_backward(out, sigma)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, sigma = ctx.saved_tensors
+        grad_weight = grad / sigma if ctx.needs_input_grad[0] else None
+        grad_sigma = -(grad * (out / sigma)).sum_to_size(sigma.shape) if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_sigma
+
+
+class _LeanSpectralNorm(_SpectralNorm):
+    """torch's spectral norm (the same power iteration, buffers and state dict) with `_DivideBySigma`."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1:
+            return super().forward(weight)
+        weight_mat = self._reshape_weight_to_matrix(weight)
+        if self.training:
+            self._power_method(weight_mat, self.n_power_iterations)
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        sigma = torch.vdot(u, torch.mv(weight_mat, v))
+        return _DivideBySigma.apply(weight, sigma)
+
+
+def lean_spectral_norm(module: nn.Module) -> nn.Module:
+    """`spectral_norm(module)` whose parametrization is `_LeanSpectralNorm` (same values, cheaper backward)."""
+    module = spectral_norm(module)
+    module.parametrizations.weight[0].__class__ = _LeanSpectralNorm
+    return module
+
+
 class FeatureDiscriminator(nn.Module):
     """D: feature (B, D) -> logit (B,)."""
 
@@ -102,9 +147,9 @@ class FeatureDiscriminator(nn.Module):
         super().__init__()
         h, slope = cfg.feature_hidden, cfg.leaky_slope
         self.net = nn.Sequential(
-            spectral_norm(nn.Linear(cfg.feature_dim, h)), nn.LeakyReLU(slope, True),
-            spectral_norm(nn.Linear(h, h)), nn.LeakyReLU(slope, True),
-            spectral_norm(nn.Linear(h, 1)),
+            lean_spectral_norm(nn.Linear(cfg.feature_dim, h)), nn.LeakyReLU(slope, True),
+            lean_spectral_norm(nn.Linear(h, h)), nn.LeakyReLU(slope, True),
+            lean_spectral_norm(nn.Linear(h, 1)),
         )
         self.feature_dim = cfg.feature_dim
 

@@ -154,6 +154,9 @@ def fit_adversarial(
     epochs and on the last one, and `nets` ends at the best of those checkpoints (the last epoch
     without validation data).
     """
+    if cfg.select != "val_labels":
+        raise ValueError(f"train.select={cfg.select!r}: the GAN baselines keep the best validation AUROC only "
+                         "(train.select='val_labels'); 'last', 'ema' and 'proxy' are ALGAN's")
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     prepare = prepare or (lambda x: x)

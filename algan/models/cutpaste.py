@@ -18,7 +18,6 @@ with that page's own area and aspect ranges as the defaults).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..data.transforms import _uniform, cutpaste, cutpaste_boxes, jitter_patch  # noqa: F401 (the augmentations)
 
 # ---- the paper's settings, in one place --------------------------------------------------------------
 # Sources: [CP] Li et al. 2021 (arXiv:2104.04015), Sec. 3.1 (the two augmentations), Sec. 4 / Appendix A
@@ -68,56 +69,6 @@ RESNET18_FILE = "resnet18-f37072fd.pth"  # = torchvision ResNet18_Weights.IMAGEN
 
 
 # ---- augmentations ------------------------------------------------------------------------------------
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * torch.rand(1, generator=gen).item()
-
-
-def cutpaste_boxes(n: int, height: int, width: int, gen: torch.Generator, area=(0.2, 0.3), aspect=(1 / 3, 3.0)):
-    """n (h, w, y_from, x_from, y_to, x_to): a patch of `area` share of the image (uniform), aspect ratio
-    w / h log-uniform in `aspect`, cut at one random place and pasted at another (CutPaste, Li et al. 2021).
-    The defaults are the robustness page's (ALGAN Sec. V-G); CutPaste's own are PAPER["area"], PAPER["aspect"]."""
-    boxes = []
-    for _ in range(n):
-        share = _uniform(gen, *area)
-        ratio = math.exp(_uniform(gen, math.log(aspect[0]), math.log(aspect[1])))
-        h = min(height, max(1, round(math.sqrt(share * height * width / ratio))))
-        w = min(width, max(1, round(share * height * width / h)))
-        ys = torch.randint(0, height - h + 1, (2,), generator=gen).tolist()
-        xs = torch.randint(0, width - w + 1, (2,), generator=gen).tolist()
-        boxes.append((h, w, ys[0], xs[0], ys[1], xs[1]))
-    return boxes
-
-
-def jitter_patch(patch: torch.Tensor, gen: torch.Generator, jitter: float, hue: float = 0.0) -> torch.Tensor:
-    """A patch in [0, 1] (C, h, w) with brightness, contrast and (colour only) saturation each scaled by a
-    factor in 1 +- `jitter`, and (colour only, when `hue` > 0) its hue shifted by up to +-`hue` turns."""
-    b, c, s = (1 + jitter * (2 * torch.rand(3, generator=gen) - 1)).tolist()
-    patch = patch * b
-    patch = (patch - patch.mean()) * c + patch.mean()
-    if patch.shape[0] == 3:
-        grey = patch.mean(0, keepdim=True)
-        patch = (patch - grey) * s + grey
-    if hue > 0:
-        shift = hue * (2 * torch.rand(1, generator=gen).item() - 1)
-        if patch.shape[0] == 3:
-            from torchvision.transforms.functional import adjust_hue
-            patch = adjust_hue(patch.clamp(0, 1), shift)
-    return patch.clamp(0, 1)
-
-
-def cutpaste(images: torch.Tensor, gen: torch.Generator, jitter: float = 0.1, *, area=(0.2, 0.3),
-             aspect=(1 / 3, 3.0), hue: float = 0.0) -> torch.Tensor:
-    """CutPaste anomalies of images in [-1, 1] (N, C, H, W): per image a patch of `area` share (uniform), aspect
-    ratio in `aspect` (log-uniform), colour-jittered (`jitter_patch`), pasted back at a random place of the same
-    image. The defaults are the robustness page's (20-30 %, 3:1 to 1:3, no hue); CutPaste's are
-    `cutpaste(x, gen, PAPER["jitter"], area=PAPER["area"], aspect=PAPER["aspect"], hue=PAPER["jitter"])`."""
-    out = images.clone()
-    for i, (h, w, y0, x0, y1, x1) in enumerate(cutpaste_boxes(len(images), *images.shape[-2:], gen, area, aspect)):
-        patch = jitter_patch((images[i, :, y0:y0 + h, x0:x0 + w] + 1) / 2, gen, jitter, hue)
-        out[i, :, y1:y1 + h, x1:x1 + w] = patch * 2 - 1
-    return out
-
-
 def scar_params(n: int, gen: torch.Generator, scale: float = 1.0, width=PAPER["scar_width"],
                 length=PAPER["scar_length"], rotation=PAPER["scar_rotation"]) -> list[tuple[int, int, float]]:
     """n (width, length, angle): integer sizes uniform in the ranges (pixels at 256 x 256) times `scale`
