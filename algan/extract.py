@@ -232,6 +232,7 @@ def wrap_lite(name: str, m: nn.Module, weights: dict) -> Backbone:
 
 # ---- engines ------------------------------------------------------------------------------
 ENGINES = ("onnxruntime", "torch")
+CHUNK = 4  # images per ONNX Runtime call: the fastest per image of 1-64 on this book's 2-core CPU (bench_extract)
 
 
 class _Pass(nn.Module):
@@ -266,13 +267,18 @@ class OrtBackbone:
                                   dynamic_axes={name: {0: "n"} for name in ["x", *outputs]})
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            # idle threads sleep rather than spin: spinning ones compete with PyTorch's (the rotations, the
+            # detectors) for the same cores, which made batch-1 times vary by 3x (benchmarks/bench_extract.py)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[kind, threads] = ort.InferenceSession(buffer.getvalue(), options,
                                                                 providers=["CPUExecutionProvider"])
         return self.sessions[kind, threads]
 
     def _run(self, kind: str, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = self._session(kind).run(None, {"x": x.detach().float().contiguous().cpu().numpy()})
-        return [torch.from_numpy(o) for o in outs]
+        session, x = self._session(kind), x.detach().float().contiguous().cpu().numpy()
+        # CHUNK images at a time: a larger batch's activations outgrow the caches and cost more per image
+        parts = [session.run(None, {"x": x[i:i + CHUNK]}) for i in range(0, len(x), CHUNK)]
+        return [torch.from_numpy(np.concatenate(outs)) for outs in zip(*parts)]
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self._run("pooled", x)[0]
