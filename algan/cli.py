@@ -118,11 +118,16 @@ def _start_banner(args, data, cfg) -> str:
     part = lambda n: f"{sizes[n]['normal']} normal + {sizes[n]['anomalous']} anomalous"  # noqa: E731
     train = f"{sizes['train']['normal']} normal" if not sizes["train"]["anomalous"] else part("train")
     t = cfg.train
+    every = (f"checked every {t.eval_every} epoch{'s' if t.eval_every != 1 else ''} and at the last, "
+             "the earliest of ties")
+    rule = {"val_labels": f"the checkpoint of best validation AUROC ({every})",
+            "last": "the last epoch's checkpoint (--select last: no labels used)",
+            "ema": "an exponential average of D's weights over the epochs (--select ema: no labels used)",
+            "proxy": f"the checkpoint of best AUROC of the validation normals against synthetic anomalies "
+                     f"({every}; --select proxy: no anomaly labels used)"}[t.select]
     return (f"split (seed {args.seed}; {SPLIT_RULES[args.dataset]}): train {train} | val {part('val')} | "
             f"test {part('test')}\n"
-            f"selection: the checkpoint of best validation AUROC (checked every {t.eval_every} "
-            f"epoch{'s' if t.eval_every != 1 else ''} and at the last, "
-            f"the earliest of ties); threshold at {t.threshold_fpr:.0%} false positives on the validation normals; "
+            f"selection: {rule}; threshold at {t.threshold_fpr:.0%} false positives on the validation normals; "
             f"augmentation: {_augment_words(args, data)}")
 
 

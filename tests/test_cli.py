@@ -128,6 +128,13 @@ def test_train_banner_of_the_books_data_sets(tmp_path, data_root, capsys, monkey
     assert out.startswith("split (seed 0; normal rows 60/20/20 train/val/test, anomalous rows 50/50 val/test): "
                           "train 12 normal | val 4 normal + 5 anomalous | test 4 normal + 5 anomalous")
     assert "augmentation: none (feature rows)" in out
+    for rule, words in (("last", "selection: the last epoch's checkpoint (--select last: no labels used)"),
+                        ("ema", "selection: an exponential average of D's weights"),
+                        ("proxy", "against synthetic anomalies (checked every 1 epoch")):
+        with pytest.raises(KeyboardInterrupt):
+            main(["train", "--dataset", "features", "--path", str(tmp_path / "f.npz"), "--profile", "smoke",
+                  "--select", rule, "--out", str(tmp_path / "o")])
+        assert words in capsys.readouterr().out, rule
 
 
 def test_score_prints_auroc_and_marks_the_validation_rows(folder_run, tmp_path, capsys):
