@@ -307,7 +307,7 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
         if name == "padim":
             return 2 * len(det.channels_) ** 2 * shape[1] * shape[2]
         if name.startswith("patchcore"):
-            return 2 * det.index_.ntotal * shape[0] * shape[1] * shape[2]
+            return 2 * len(det.memory_) * shape[0] * shape[1] * shape[2]
         return 0
 
     def extra_bytes() -> int:  # per call: the memory bank or matrix those computations read (fp32)
@@ -318,7 +318,7 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
         if name == "padim":
             return 4 * len(det.channels_) ** 2 * shape[1] * shape[2]
         if name.startswith("patchcore"):
-            return 4 * det.index_.ntotal * shape[0]
+            return 4 * len(det.memory_) * shape[0]
         return 0
 
     what = f"{s['backbone']} 224 px ({engine}), " + ("patch maps" if patches else f"{pred_rot} rotations")

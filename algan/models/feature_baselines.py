@@ -213,14 +213,28 @@ class PatchCore(_MapDetector):
         patches = self._patches(self._maps(X, "X", fit=True))
         keep = greedy_coreset(patches, coreset_size(self.coreset, len(patches)), self.proj_dim, self.seed)
         self.memory_ = patches[keep]  # full-dimensional patches; the projection only guides the selection
-        self.index_ = faiss.IndexFlatL2(patches.shape[1])
-        self.index_.add(self.memory_)
+        self._bank = torch.from_numpy(self.memory_)
+        self._bank_sq = (self._bank * self._bank).sum(1)
         return self
 
     def decision_function(self, X) -> np.ndarray:
         x = self._maps(X, "X")
-        d2, _ = self.index_.search(self._patches(x), 1)
-        return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(len(x), -1).max(1).astype(np.float64)
+        d2 = nearest_sq_distances(self._patches(x), self._bank, self._bank_sq)
+        return np.sqrt(np.maximum(d2, 0)).reshape(len(x), -1).max(1).astype(np.float64)
+
+
+def nearest_sq_distances(queries: np.ndarray, bank: torch.Tensor, bank_sq: torch.Tensor, block: int = 2048) -> np.ndarray:
+    """Each query row's squared L2 distance to its nearest bank row, exactly: ||q||^2 - 2 q.b + ||b||^2 by one
+    matmul per block of `block` queries. faiss's flat index computes the same, but took 20 ms against 3 ms here
+    for one image's 196 patches against PatchCore-25's 10,241 (2 threads of this book's CPU, Table 5)."""
+    q = torch.from_numpy(queries)
+    out = torch.empty(len(q))
+    with torch.inference_mode():
+        for i in range(0, len(q), block):
+            part = q[i:i + block]
+            d = torch.addmm(bank_sq, part, bank.T, alpha=-2).add_((part * part).sum(1, keepdim=True))
+            out[i:i + block] = d.min(1).values
+    return out.numpy()
 
 
 class DifferNet(_FeatureDetector):
