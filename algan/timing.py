@@ -299,15 +299,13 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
             per_epoch, fit_s = math.nan, fit_seconds
         return {"train_s_per_epoch": per_epoch, "train_s_full": extract_s + fit_s}
 
-    def extra_flops() -> int:  # per image, the distance computations faiss / numpy do
+    def extra_flops() -> int:  # per image, the distance computations faiss / numpy do (PatchCore's: torch, counted)
         if name == "spade":
             return 2 * det.index_.ntotal * shape[-1] * pred_rot
         if name == "mahalanobis":
             return 2 * shape[-1] ** 2 * pred_rot
         if name == "padim":
             return 2 * len(det.channels_) ** 2 * shape[1] * shape[2]
-        if name.startswith("patchcore"):
-            return 2 * len(det.memory_) * shape[0] * shape[1] * shape[2]
         return 0
 
     def extra_bytes() -> int:  # per call: the memory bank or matrix those computations read (fp32)
@@ -317,8 +315,6 @@ def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: t
             return 4 * shape[-1] ** 2
         if name == "padim":
             return 4 * len(det.channels_) ** 2 * shape[1] * shape[2]
-        if name.startswith("patchcore"):
-            return 4 * len(det.memory_) * shape[0]
         return 0
 
     what = f"{s['backbone']} 224 px ({engine}), " + ("patch maps" if patches else f"{pred_rot} rotations")
