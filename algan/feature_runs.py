@@ -225,8 +225,9 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
 
     def execute(folder: Path) -> dict[str, Any]:
         data = data_once()
-        results.write_json(folder / "splits.json", {**data.info, "source": source, "category": data.category,
-                                                     "seed": seed, "ids": data.ids})
+        # the row ids once per split in <runs>/_splits (results.split_files reads them back)
+        results.write_splits(folder, {**data.info, "source": source, "category": data.category, "seed": seed},
+                             data.ids)
         start = time.perf_counter()
         scores, extra, history, det = fit_and_score(method, data, profile, seed, overrides or {}, device)
         fit_seconds = time.perf_counter() - start

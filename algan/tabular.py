@@ -152,7 +152,7 @@ def run_tabular(method: str, dataset: str = DATASET, *, category: str, profile: 
     cfg = algan_config(profile, len(data.train), overrides) if method == "algan" else None
 
     def execute(folder: Path) -> dict[str, Any]:
-        results.write_json(folder / "splits.json", {**data.describe(), "ids": data.file_lists()})
+        results.write_splits(folder, data.describe(), data.file_lists())  # the row ids once per split in _splits
         parts = {"val": data.val, "test": data.test}
         start = time.perf_counter()
         extra, history = {}, None

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algan import ALGAN, feature_runs as FR
+from algan import ALGAN, feature_runs as FR, results
 from algan.config import profile
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (conftest)
@@ -40,6 +40,8 @@ def test_feature_run_on_adbench_is_cached(tmp_path, data_root):
     assert m["n_train"] + m["n_val"] + m["n_test"] == 292
     scores = pd.read_csv(first["folder"] / "scores.csv")
     assert set(scores["split"]) == {"val", "test"} and len(scores) == m["n_val"] + m["n_test"]
+    ids = results.split_files(first["folder"])  # the row ids, kept once per split in _splits
+    assert len(ids["test"]) == m["n_test"] and len(ids["train"]) == m["n_train"]
     again = FR.run_feature("algan", "adbench", category="bottle", profile="smoke", seed=0,
                            data_root=data_root, runs_dir=tmp_path)
     assert again["config"]["finished_utc"] == first["config"]["finished_utc"]

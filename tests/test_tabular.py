@@ -149,6 +149,9 @@ def test_smoke_comparison_gives_the_tidy_frame(tmp_path, data_root, monkeypatch)
     run = results.load_run(tmp_path / "runs" / tidy.loc[tidy["method"] == "algan", "run"].iloc[0])
     scores = pd.read_csv(run["folder"] / "scores.csv")
     assert set(scores["checkpoint"]) == {"chosen", "last"}
+    ids = results.split_files(run["folder"])  # kept once per split, shared by the set's methods
+    assert sorted(scores.loc[(scores["split"] == "test") & (scores["checkpoint"] == "chosen"), "id"]) == sorted(ids["test"])
+    assert len(list((tmp_path / "runs" / "_splits").glob("*.json"))) == 3
 
 
 def test_ranks_and_tests_on_a_known_grid():
