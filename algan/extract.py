@@ -207,7 +207,9 @@ def _build(name: str, path: str) -> Backbone:
     spec, weights = BACKBONES[name], weights_identity(name)
     source = torch.load(path, map_location="cpu", weights_only=True)
     if spec.family == "lite":
-        import timm
+        with warnings.catch_warnings():  # timm imports tqdm.auto, which warns in a notebook without ipywidgets
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import timm
         # tf_* variants use TF "SAME" padding and BN eps 1e-3, as the TF-converted (lukemelas) weights do.
         m = timm.create_model(spec.arch, pretrained=False)
         load_by_order(m, source)
