@@ -433,6 +433,17 @@ def cmd_studies(args) -> int:
     unknown = sorted(set(names) - set(grids))
     if unknown:
         raise ValueError(f"unknown study {unknown}: expected some of {list(grids)}")
+    empty = [name for name in names if not grids[name]]
+    if empty and not args.status and not args.only:  # all studies: run those whose data is there
+        print(f"skipped, their data is not under the data root: {', '.join(empty)}")
+        names = [name for name in names if grids[name]]
+    elif empty and not args.status:  # named ones
+        from .tabular import folder_of
+
+        needs = {"tabular": f"ADBench's classical sets in {folder_of(args.data_root)}"}
+        raise ValueError(f"study {', '.join(empty)}: nothing to run, its data is not under the data root ("
+                         + "; ".join(needs.get(n, f"{n}: the data sets it runs on") for n in empty)
+                         + "); check --data-root or $ALGAN_DATA")
     if args.status:
         for name in names:
             print(f"{name}: {sweep_status(grids[name], data_root=args.data_root)}")

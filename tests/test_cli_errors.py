@@ -131,6 +131,8 @@ CASES = [
     ("--augment with mtd", lambda d: TRAIN + ["--augment", "flip", "--out", str(d / "o")],
      "--augment flip: only --dataset folder takes one"),
     ("--out is a file", lambda d: TRAIN + ["--out", str(d / "image.pt")], "image.pt is a file"),
+    ("studies without their data", lambda d: ["studies", "--only", "tabular", "--data-root", str(d)],
+     "study tabular: nothing to run, its data is not under the data root (ADBench's classical sets in "),
 ]
 
 
