@@ -84,7 +84,6 @@ SPLIT_RULES = {
     "features": "normal rows 60/20/20 train/val/test, anomalous rows 50/50 val/test",
 }
 OP_WORDS = {"hflip": "horizontal flip", "vflip": "vertical flip", "rotate": "rotation"}
-DATASET_NAMES = {"mvtec": "MVTec-AD", "mtd": "MTD", "coil100": "COIL-100"}
 
 
 def _augment_ops(args) -> tuple[str, ...] | None:
@@ -107,7 +106,9 @@ def _augment_words(args, data) -> str:
     ops = f"random {', '.join(OP_WORDS[op] for op in data.augmentations)}" if data.augmentations else "none"
     if args.dataset == "folder":
         return f"{ops} (--augment {args.augment or 'flip, the default'})"
-    what = f"MVTec-AD {data.category}" if args.dataset == "mvtec" else DATASET_NAMES[args.dataset]
+    from .experiments import DATASET_LABELS
+
+    what = f"MVTec-AD {data.category}" if args.dataset == "mvtec" else DATASET_LABELS[args.dataset]
     return f"{ops} (the paper's for {what})"
 
 

@@ -307,13 +307,9 @@ def load_extractor(name: str = DEFAULT_BACKBONE, *, engine: str | None = None, d
     return backbone.to(device) if engine == "torch" else _ort(backbone)
 
 
-_ORT: dict[int, OrtBackbone] = {}  # per loaded Backbone (load_backbone keeps them): its exported sessions
-
-
+@functools.lru_cache(maxsize=2)  # one per loaded Backbone (load_backbone keeps 2), with its exported sessions
 def _ort(backbone: Backbone) -> OrtBackbone:
-    if id(backbone) not in _ORT or _ORT[id(backbone)].backbone is not backbone:
-        _ORT[id(backbone)] = OrtBackbone(backbone)
-    return _ORT[id(backbone)]
+    return OrtBackbone(backbone)
 
 
 # ---- pre-processing ------------------------------------------------------------------------

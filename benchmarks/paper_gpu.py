@@ -104,9 +104,9 @@ def count_syncs(data_root, device: str) -> str:
 
 def run_job(job: dict, profile: str, data_root, runs_dir: Path, device: str, checkpoint_every: int,
             deadline) -> dict:
-    """One run in a worker process (--jobs > 1). At `deadline` (time.time()) the worker sends itself SIGINT,
-    as Budget does: a training loop checkpoints at the end of its epoch and stops; a run not yet started
-    at the deadline is left for the next call."""
+    """One run, in this process or a worker's (--jobs > 1). At `deadline` (time.time(); None: none) the process
+    sends itself SIGINT, as Budget does: a training loop checkpoints at the end of its epoch and stops; a run
+    not yet started at the deadline is left for the next call."""
     if deadline is not None and time.time() >= deadline:
         return {"state": "not started"}
     timer = None
@@ -127,6 +127,17 @@ def run_job(job: dict, profile: str, data_root, runs_dir: Path, device: str, che
         return {"state": "stopped"}
 
 
+def label_of(i: int, jobs: list[dict]) -> str:
+    job = jobs[i - 1]
+    return f"[{i}/{len(jobs)}] seed {job['seed']} {job['category'] or job['dataset']} {job['variant']}"
+
+
+def report(label: str, r: dict, start: float, budget_min) -> None:
+    took = "cached" if r["state"] == "cached" else f"{r['seconds']:.1f} s"
+    print(f"{label}: {took}, test AUROC {r['auroc']:.3f} | {(time.monotonic() - start) / 60:.1f} min"
+          + (f" of {budget_min:g}" if budget_min is not None else ""), flush=True)
+
+
 def run_parallel(jobs: list[dict], n: int, profile: str, args, runs_dir: Path, device: str, start: float) -> str | None:
     """The jobs on `n` worker processes sharing the device, in plan order; returns why it stopped, if it did."""
     import multiprocessing
@@ -137,16 +148,12 @@ def run_parallel(jobs: list[dict], n: int, profile: str, args, runs_dir: Path, d
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, job, profile, args.data, runs_dir, device, args.checkpoint_every, deadline)
                    for job in jobs]
-        for i, (job, future) in enumerate(zip(jobs, futures), 1):
-            label = f"[{i}/{len(jobs)}] seed {job['seed']} {job['category'] or job['dataset']} {job['variant']}"
+        for i, future in enumerate(futures, 1):
             r = future.result()
             if r["state"] in ("stopped", "not started"):
-                stopped.append(f"{label} {r['state']}")
-                continue
-            took = "cached" if r["state"] == "cached" else f"{r['seconds']:.1f} s"
-            print(f"{label}: {took}, test AUROC "
-                  f"{r['auroc']:.3f} | {(time.monotonic() - start) / 60:.1f} min"
-                  + (f" of {args.budget_min:g}" if args.budget_min is not None else ""), flush=True)
+                stopped.append(f"{label_of(i, jobs)} {r['state']}")
+            else:
+                report(label_of(i, jobs), r, start, args.budget_min)
     if stopped:
         return (f"stopped at the budget: {len(stopped)} runs unfinished (checkpointed ones resume on the next call), "
                 f"first {stopped[0]}")
@@ -190,6 +197,9 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="the same runs on CPU at the smoke profile, seed 0 only")
     args = p.parse_args(argv)
     profile, seeds, device = ("smoke", args.seeds[:1], "cpu") if args.dry_run else ("paper", args.seeds, args.device)
+    if args.jobs < 1:
+        print(f"paper_gpu: --jobs {args.jobs}: expected 1 or more", file=sys.stderr)
+        return 2
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"paper_gpu: --device {device}: no CUDA GPU here; use --dry-run on a CPU", file=sys.stderr)
         return 2
@@ -210,28 +220,18 @@ def main(argv=None) -> int:
     if device.startswith("cuda"):
         results.write_text(out / "sync_check.txt", count_syncs(args.data, device) + "\n")
         print((out / "sync_check.txt").read_text(), end="", flush=True)
-    if args.jobs < 1:
-        print(f"paper_gpu: --jobs {args.jobs}: expected 1 or more", file=sys.stderr)
-        return 2
     budget, start = Budget(args.budget_min if args.jobs == 1 else None), time.monotonic()
     stopped = None
     try:
-        for i, job in enumerate(jobs if args.jobs == 1 else [], 1):
-            label = f"[{i}/{len(jobs)}] seed {job['seed']} {job['category'] or job['dataset']} {job['variant']}"
+        for i, job in enumerate(jobs if args.jobs == 1 else [], 1):  # in this process, under `budget`
             if budget.over:
-                stopped = f"stopped before {label}"
+                stopped = f"stopped before {label_of(i, jobs)}"
                 break
-            t0, was_done = time.monotonic(), results.is_done(folder_of(job, profile, runs_dir))
-            try:
-                run = experiments.run_image(job["method"], job["dataset"], category=job["category"], profile=profile,
-                                            seed=job["seed"], overrides=job["overrides"], data_root=args.data,
-                                            runs_dir=runs_dir, device=device, checkpoint_every=args.checkpoint_every)
-            except KeyboardInterrupt:
-                stopped = f"stopped in {label}: its training state is saved, and the next call resumes it"
+            r = run_job(job, profile, args.data, runs_dir, device, args.checkpoint_every, None)
+            if r["state"] == "stopped":
+                stopped = f"stopped in {label_of(i, jobs)}: its training state is saved, and the next call resumes it"
                 break
-            print(f"{label}: {'cached' if was_done else f'{time.monotonic() - t0:.1f} s'}, test AUROC "
-                  f"{run['metrics']['test_auroc']:.3f} | {(time.monotonic() - start) / 60:.1f} min"
-                  + (f" of {args.budget_min:g}" if args.budget_min is not None else ""), flush=True)
+            report(label_of(i, jobs), r, start, args.budget_min)
         if args.jobs > 1:
             stopped = run_parallel(jobs, args.jobs, profile, args, runs_dir, device, start)
     finally:
