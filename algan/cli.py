@@ -591,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "through the sweep runner")
     u.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     u.add_argument("--seeds", type=_seed, nargs="+", help="default: the profile's seeds")
-    u.add_argument("--only", nargs="+", help="some of: readings alpha_xi n_z n_dis n_dis_non_saturating ablation sigma tables tabular "
+    u.add_argument("--only", nargs="+", help="some of: readings alpha_xi n_z n_dis n_dis_non_saturating ablation sigma tables tabular selection "
                                              "(default: all, in this order)")
     u.add_argument("--workers", type=int, help="processes (default: the usable cores)")
     u.add_argument("--status", action="store_true", help="print done / running / failed / todo per study; run nothing")

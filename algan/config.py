@@ -31,6 +31,7 @@ ADDED_SETTINGS: dict[tuple[str, str], Any] = {
     ("model", "feature_scaling"): "standardise", ("model", "fake_channels"): "free",
     ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
     ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black", ("train", "select"): "val_labels",
+    ("train", "record_selects"): False,
 }
 
 
@@ -140,6 +141,9 @@ class TrainConfig:
                                     # validation samples); label-free: "last" (the final epoch), "ema" (an
                                     # exponential moving average of D's weights), "proxy" (the best AUROC of
                                     # normal validation data against made-up anomalies)
+    record_selects: bool = False    # also keep the D that every other rule of SELECTS would choose (where it
+                                    # applies), so that one run measures them all (ALGAN.rule_discriminators);
+                                    # the training and the chosen checkpoint are unchanged
     threshold_fpr: float = 0.05     # Eq. (8) leaves the threshold to the user: we pick it at this
                                     # false-positive rate on normal validation scores only
 

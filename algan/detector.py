@@ -21,7 +21,7 @@ from . import results
 from .data.transforms import add_extra_channels
 from .config import ALGANConfig, profile as make_profile
 from .models.algan_nets import build_networks
-from .score import discriminator_scores, threshold_at_fpr
+from .score import auroc, discriminator_scores, threshold_at_fpr
 from .train import check_select, train_algan
 
 
@@ -147,6 +147,8 @@ class ALGAN(BaseDetector):
         self.best_epoch_ = 0
         self.best_val_auroc_ = math.nan
         self.last_discriminator = None  # D after the last epoch (decision_function(checkpoint="last"))
+        self.rule_discriminators: dict = {}  # train.record_selects: rule -> D it chose (not saved by save())
+        self.rule_epochs_: dict = {}         # ... and the epoch it chose
         # Scoring fast paths, kept where benchmarks/bench_timing.py measured a gain at equal scores:
         # NHWC batches on CPU (1.2x at 64 px, 1.4x at 256 px, batch 64; not at batch 1, where it loses).
         # bf16 autocast and torch.compile are opt-in (benchmarks/bench_timing.py).
@@ -185,6 +187,8 @@ class ALGAN(BaseDetector):
             progress=self.progress)
         self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc
         self.last_discriminator = self._built(result.last_state["discriminator"])
+        self.rule_discriminators = {rule: self._built(state) for rule, (_, state) in result.rule_states.items()}
+        self.rule_epochs_ = {rule: epoch for rule, (epoch, _) in result.rule_states.items()}
         normal = x if x_val is None else x_val if y_val is None else x_val[torch.as_tensor(np.asarray(y_val) == 0)]
         self.set_threshold(self.decision_function(normal), self.config.train.threshold_fpr)
         return self
@@ -246,24 +250,37 @@ class ALGAN(BaseDetector):
     def decision_function(self, X, batch_size: int = 256, checkpoint: str = "chosen") -> np.ndarray:
         """Anomaly score -D(x) per sample (eval mode, no gradients, batched); the mean over views
         for rotated feature views (N, R, D). `checkpoint`: "chosen" (by `train.select`, the default) or
-        "last" (D after the last epoch, kept by every fit: the cost of a rule is the difference).
+        "last" (D after the last epoch, kept by every fit: the cost of a rule is the difference), or with
+        `train.record_selects` the name of any rule in `rule_discriminators` (the D that rule chose).
 
         X: float images (N, C, H, W) in [-1, 1], as `load_dataset` and `algan.data.load_images` make them
         (uint8 or 0..255 images are refused, not rescaled: convert with x / 127.5 - 1), or real feature
         vectors (N, D) / (N, R, D); NaN, inf and complex values are refused."""
         if self.discriminator is None:
             raise ValueError("the detector is not fitted: call fit() or ALGAN.load() first")
-        if checkpoint not in ("chosen", "last"):
-            raise ValueError(f"checkpoint={checkpoint!r}: expected 'chosen' or 'last'")
+        if checkpoint not in ("chosen", "last", *self.rule_discriminators):
+            raise ValueError(f"checkpoint={checkpoint!r}: expected one of "
+                             f"{sorted({'chosen', 'last', *self.rule_discriminators})} (other rules' checkpoints "
+                             "are kept with train.record_selects)")
         if checkpoint == "last" and self.last_discriminator is None:
             raise ValueError("checkpoint='last': this detector has no last-epoch weights (a checkpoint saved "
                              "before they were kept); use checkpoint='chosen'")
         x = as_tensor(X, "X", images=self.config.model.kind == "image")
         self._check_input(x, "X")
-        D = self.discriminator if checkpoint == "chosen" else self.last_discriminator
+        D = (self.discriminator if checkpoint == "chosen" else self.last_discriminator if checkpoint == "last"
+             else self.rule_discriminators[checkpoint])
         scores = discriminator_scores(D, self._stored(x), prepare=self._prepare,
                                       batch_size=batch_size, device=self.device, **self.scoring)
         return scores.reshape(len(x), -1).mean(1) if x.dim() == 3 else scores
+
+    def rule_metrics(self, X, y, split: str = "test") -> dict[str, float]:
+        """With `train.record_selects`: `<split>_auroc_<rule>` of each rule's checkpoint on (X, y) and the epoch
+        it chose (`epoch_<rule>`), so that one run measures every selection rule; {} without it."""
+        out = {}
+        for rule in sorted(self.rule_discriminators):
+            out[f"{split}_auroc_{rule}"] = auroc(np.asarray(y), self.decision_function(X, checkpoint=rule))
+            out[f"epoch_{rule}"] = int(self.rule_epochs_[rule])
+        return out
 
     @torch.inference_mode()
     def generate(self, n: int, *, anomalous: bool = False, seed: int = 0) -> torch.Tensor:

@@ -138,6 +138,7 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
         pred = (scores["test"] > det.threshold_).astype(int)
         if isinstance(det, ALGAN):  # the last epoch's D beside the chosen one: what the selection rule buys
             extra["test_auroc_last"] = auroc(y_test, det.decision_function(splits.test.x, checkpoint="last"))
+            extra.update(det.rule_metrics(splits.test.x, y_test))  # train.record_selects: every rule's
         return {"test_auroc": auroc(y_test, scores["test"]), "threshold": det.threshold_,
                 "test_tpr_at_threshold": float(pred[y_test == 1].mean()),
                 "test_fpr_at_threshold": float(pred[y_test == 0].mean()),

@@ -152,7 +152,8 @@ def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overr
         det = ALGAN(cfg, seed=seed, device=device, progress=False)
         det.fit(data.pooled["train"], X_val=data.pooled["val"], y_val=data.labels["val"])
         extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
-                 "test_auroc_last": auroc(data.labels["test"], det.decision_function(data.pooled["test"], checkpoint="last"))}
+                 "test_auroc_last": auroc(data.labels["test"], det.decision_function(data.pooled["test"], checkpoint="last")),
+                 **det.rule_metrics(data.pooled["test"], data.labels["test"])}  # train.record_selects: every rule's
         return {k: det.decision_function(data.pooled[k]) for k in ("val", "test")}, extra, det.history_, det
     if method == "cutpaste":
         det = cp.CutPaste(profile, seed=seed, device=device, **{"backbone": data.info["backbone"], **overrides})

@@ -561,6 +561,24 @@ def choose_reading(tidy: pd.DataFrame, diagnostics: pd.DataFrame) -> tuple[Optio
     return name, table
 
 
+def selection_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
+    """Issue 24's measurement of the checkpoint rules (train.select): ALGAN under the library's default
+    settings (the literal reading), recording every rule's checkpoint in one run (train.record_selects), on
+    MVTec bottle, MTD, COIL-100, ADBench's MVTec-AD features (every category) and the tabular sets."""
+    from .tabular import tabular_grid
+
+    base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds)),
+            "train.record_selects": True}
+    grids = [{**base, "dataset": "mvtec", "category": "bottle"}] if present("mvtec", data_root) else []
+    grids += [{**base, "dataset": d} for d in ("mtd", "coil100") if present(d, data_root)]
+    try:
+        grids.append({**base, "method": "feature:algan", "dataset": "adbench", "category": feature_runs.adbench_categories(data_root)})
+    except DataError:
+        pass
+    return grids + [{**grid, "train.record_selects": True} for grid in tabular_grid(profile, seeds, data_root,
+                                                                                      methods=("algan",))]
+
+
 SIGMA_READINGS = ("literal", "active")  # Table 8 under both readings: sigma only matters where x'_a is active
 
 
@@ -577,4 +595,5 @@ def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict
     from .tabular import tabular_grid  # beyond the paper: ALGAN-feature against PyOD on tabular sets
 
     grids["tabular"] = tabular_grid(profile, seeds, data_root)
+    grids["selection"] = selection_grid(profile, seeds, data_root)  # beyond the paper: checkpoints without labels
     return grids

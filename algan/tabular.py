@@ -166,7 +166,8 @@ def run_tabular(method: str, dataset: str = DATASET, *, category: str, profile: 
             history = det.history_
             extra = {"best_epoch": det.best_epoch_, "val_auroc": det.best_val_auroc_, "epochs": cfg.train.epochs,
                      "test_auroc_last": auroc(data.test.y, last_scores["test"]),
-                     "val_auroc_last": auroc(data.val.y, last_scores["val"])}
+                     "val_auroc_last": auroc(data.val.y, last_scores["val"]),
+                     **det.rule_metrics(data.test.x, data.test.y)}  # train.record_selects: every rule's
             det.save(folder / "model.pt")
         else:
             det = PyODDetector(method, seed=seed, **args["params"]).fit(data.train.x, data.val.x, data.val.y)

@@ -221,6 +221,7 @@ class TrainResult:
     best_state: dict              # {"generator": state_dict, "discriminator": state_dict}: the chosen checkpoint
     last_state: Optional[dict] = None  # the same at the last epoch, whatever the rule
     select: str = "val_labels"    # the rule that chose best_state
+    rule_states: dict = dataclasses.field(default_factory=dict)  # train.record_selects: rule -> (epoch, D's state)
 
 
 EMA_DECAY = 0.9          # train.select="ema": D_ema <- 0.9 D_ema + 0.1 D after every epoch (epoch 1: D_ema = D)
@@ -274,7 +275,13 @@ class _Selection:
         self.rule, self.cfg = cfg.select, cfg
         self.ema: Optional[dict] = None
         self.normal = self.fake_z = self.pasted = None
-        if self.rule == "proxy":
+        self.rules = {cfg.select}  # the rules followed: the chosen one, and with train.record_selects every one
+        if cfg.record_selects:     # that applies (proxy: normal validation data of >= PROXY_MIN_PIXELS pixels)
+            from .config import SELECTS
+            labelled = y_val is not None and len(np.unique(np.asarray(y_val))) == 2
+            proxy = x_val is not None and (x_val.dim() != 4 or x_val.shape[-1] * x_val.shape[-2] >= PROXY_MIN_PIXELS)
+            self.rules |= {r for r in SELECTS if (r != "val_labels" or labelled) and (r != "proxy" or proxy)}
+        if "proxy" in self.rules:
             rows = (np.ones(len(x_val) // val_views, bool) if y_val is None else np.asarray(y_val) == 0)
             keep = to_device(torch.as_tensor(np.repeat(rows, val_views)), x_val.device)
             self.normal, self.views = x_val[keep], val_views
@@ -298,7 +305,7 @@ class _Selection:
         return auroc(np.r_[np.zeros(len(normal)), np.ones(len(odd))], np.r_[normal, odd])
 
     def end_epoch(self, D: nn.Module) -> None:
-        if self.rule != "ema":
+        if "ema" not in self.rules:
             return
         state = {k: v.detach() for k, v in D.state_dict().items() if v.is_floating_point()}
         if self.ema is None:
@@ -381,6 +388,8 @@ def train_algan(
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
     select = _Selection(cfg, x_val, y_val, val_views, latent_dim, seed, device)
     keep_best = cfg.select in ("val_labels", "proxy")
+    # train.record_selects: the best epoch and D of each other best-AUROC rule, beside the chosen rule's
+    others = {r: (-np.inf, 0, None) for r in ("val_labels", "proxy") if r in select.rules and r != cfg.select}
     g_updates = 0
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
@@ -396,6 +405,7 @@ def train_algan(
             g_updates, rows, last_auc = state["g_updates"], state["rows"], state["last_auc"]
             best_auc, best_epoch, best_state = state["best"]
             select.ema = state.get("ema")
+            others = state.get("others", others)
             resume.set_rng_state(state["rng"], gen)
         first = 1 if state is None else state["epoch"] + 1
         bar = progress_bar(range(first, cfg.epochs + 1), "ALGAN", progress)
@@ -462,12 +472,15 @@ def train_algan(
             if validate and evaluate:
                 scores = discriminator_scores(D, x_val, prepare=prepare, device=device).reshape(-1, val_views).mean(1)
                 row["val_auroc"] = last_auc = auroc(y_val, scores)
-            if cfg.select == "proxy":
+            if "proxy" in select.rules:
                 row["proxy_auroc"] = select.proxy_auroc(G, D, prepare, prepare_fake, device) if evaluate else float("nan")
-            chosen_by = row.get("proxy_auroc") if cfg.select == "proxy" else row["val_auroc"]
-            if keep_best and evaluate and chosen_by > best_auc:  # strict: the earliest of equal checkpoints is kept
-                best_auc, best_epoch = chosen_by, epoch
+            by = {"val_labels": row["val_auroc"], "proxy": row.get("proxy_auroc")}
+            if keep_best and evaluate and by[cfg.select] > best_auc:  # strict: the earliest of equal ones is kept
+                best_auc, best_epoch = by[cfg.select], epoch
                 best_state = _snapshot(G, D)
+            for rule, (auc, _, _) in list(others.items()):
+                if evaluate and by[rule] > auc:
+                    others[rule] = (by[rule], epoch, _snapshot(G, D)["discriminator"])
             select.end_epoch(D)
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
@@ -479,6 +492,7 @@ def train_algan(
                     "opt_d": opt_d.state_dict(), "buffer": (buffer.x, buffer.is_anomalous, buffer.birth),
                     "latents": (latents.z_d, latents.z_g), "g_updates": g_updates, "rows": rows,
                     "last_auc": last_auc, "best": (best_auc, best_epoch, best_state), "ema": select.ema,
+                    **({"others": others} if others else {}),
                     "rng": resume.rng_state(gen)})
     history = pd.DataFrame(rows)
     last_state = _snapshot(G, D)
@@ -490,9 +504,15 @@ def train_algan(
         best_auc = last_auc if cfg.select == "last" else float("nan")
     if cfg.select == "proxy":  # the labelled AUROC of the chosen epoch, where measured (never used to choose)
         best_auc = float(history.loc[history["epoch"] == best_epoch, "val_auroc"].iloc[0])
+    rule_states = {}
+    if cfg.record_selects:
+        rule_states = {"last": (cfg.epochs, last_state["discriminator"]), cfg.select: (best_epoch, best_state["discriminator"]),
+                       **{rule: (epoch, state) for rule, (_, epoch, state) in others.items() if state is not None}}
+        if "ema" in select.rules and cfg.select != "ema":
+            rule_states["ema"] = (cfg.epochs, select.ema_state(D))
     G.load_state_dict(best_state["generator"])
     D.load_state_dict(best_state["discriminator"])
-    return TrainResult(history, best_epoch, float(best_auc), best_state, last_state, cfg.select)
+    return TrainResult(history, best_epoch, float(best_auc), best_state, last_state, cfg.select, rule_states)
 
 
 @contextlib.contextmanager

@@ -52,6 +52,27 @@ def test_training_is_the_same_under_every_rule_and_last_is_the_final_epoch():
     assert fits["val_labels"].best_val_auroc_ == last.history_["val_auroc"].max()
 
 
+def test_record_selects_keeps_each_rule_s_checkpoint_without_changing_the_training():
+    """One run with train.record_selects holds the D that each rule alone would have chosen."""
+    x, x_val, y_val = _data()
+    alone = {s: _fit(s) for s in ("val_labels", "last", "ema", "proxy")}
+    cfg = profile("smoke", kind="feature", **{"train.epochs": EPOCHS, "train.record_selects": True})
+    det = ALGAN(cfg, seed=1, device="cpu", progress=False).fit(x, X_val=x_val, y_val=y_val)
+    assert sorted(det.rule_discriminators) == ["ema", "last", "proxy", "val_labels"]
+    assert det.history_.drop(columns="seconds").equals(alone["proxy"].history_.drop(columns="seconds"))
+    for rule, single in alone.items():
+        assert np.array_equal(det.decision_function(x_val, checkpoint=rule), single.decision_function(x_val)), rule
+        assert det.rule_epochs_[rule] == single.best_epoch_, rule
+    metrics = det.rule_metrics(x_val, y_val, split="val")
+    assert metrics["val_auroc_val_labels"] == alone["val_labels"].best_val_auroc_
+    assert set(metrics) == {f"{kind}_{rule}" for rule in alone for kind in ("val_auroc", "epoch")}
+    with pytest.raises(ValueError, match="record_selects"):
+        alone["last"].decision_function(x_val, checkpoint="ema")
+    # without labelled validation data the labelled rule is left out, the label-free ones stay
+    det = ALGAN(cfg.override(**{"train.select": "last"}), seed=1, device="cpu", progress=False).fit(x, X_val=x_val[:24])
+    assert sorted(det.rule_discriminators) == ["ema", "last", "proxy"]
+
+
 def test_ema_is_the_stated_average_of_the_epochs_weights():
     x = _data()[0]
     snaps = []
@@ -144,7 +165,7 @@ def test_save_and_load_keep_both_checkpoints(tmp_path):
     assert np.array_equal(old.decision_function(x_val), det.decision_function(x_val))
     with pytest.raises(ValueError, match="no last-epoch weights"):
         old.decision_function(x_val, checkpoint="last")
-    with pytest.raises(ValueError, match="checkpoint='best': expected 'chosen' or 'last'"):
+    with pytest.raises(ValueError, match=r"checkpoint='best': expected one of \['chosen', 'last'\]"):
         det.decision_function(x_val, checkpoint="best")
 
 

@@ -195,3 +195,11 @@ def test_generator_stall_counts_the_epochs_where_d_is_sure_of_the_fakes():
     assert stall.loc[8, "epochs with D(x') < 0.001"] == 3.0 and stall.loc[2, "epochs with D(x') < 0.001"] == 0
     assert stall.loc[8, "final val AUROC"] == pytest.approx(0.6) and stall.loc[2, "final val AUROC"] == 0.9
     assert (stall["of epochs"] == 4).all() and list(stall["runs"]) == [1, 2]
+
+
+def test_selection_grid_records_every_rule_on_images_features_and_tables(data_root):
+    specs = studies.expand_grid(studies.selection_grid("smoke", data_root=data_root), data_root=data_root)
+    assert {s.kind for s in specs} == {"image", "feature", "tabular"}
+    assert all(s.kwargs["overrides"] == {"train.record_selects": True} for s in specs)
+    assert {s.kwargs.get("dataset") for s in specs if s.kind == "image"} == {"mvtec", "mtd", "coil100"}
+    assert "selection" in studies.study_grids("smoke", data_root=data_root)
