@@ -17,7 +17,7 @@ STUDY = {"executor": "local", "workers": None}  # the studies pages run their gr
 EXTRA_PARAMETERS = {"table2_features": {"sources": None},  # a page's own parameters, beside the common ones
                     "table5_speed": {"batch": None, "reps": None, "device": None},
                     "fig7_stability": STUDY, "table7_ablation": STUDY, "tables8_11_hyperparameters": STUDY,
-                    "robustness": STUDY, "readings": STUDY, "tabular": STUDY}
+                    "robustness": STUDY, "readings": STUDY, "tabular": STUDY, "selection": STUDY}
 
 
 def load(path: Path) -> dict:
@@ -28,7 +28,8 @@ def test_there_is_a_page_per_table_and_figure():
     assert {p.stem for p in NOTEBOOKS} == {"fig1_samples", "fig3_toy", "fig5_histograms", "readings",
                                            "table1_mvtec", "table2_features", "table3_mtd", "table4_coil100",
                                            "table5_speed", "fig7_stability", "table7_ablation",
-                                           "tables8_11_hyperparameters", "robustness", "verdicts", "tabular"}
+                                           "tables8_11_hyperparameters", "robustness", "verdicts", "tabular",
+                                           "selection"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
