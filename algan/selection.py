@@ -13,9 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import results
-from .studies import run_study, selection_grid
-from .sweep import expand_grid
+from .studies import finished_runs, run_study, selection_grid
 
 RULES = ("val_labels", "last", "ema", "proxy")
 LABEL_FREE = RULES[1:]
@@ -35,11 +33,7 @@ def selection_runs(profile: str, seeds=None, data_root=None, runs_dir=None, exec
     grid = selection_grid(profile, seeds, data_root)
     _, log = run_study(grid, [], data_root=data_root, runs_dir=runs_dir, executor=executor, workers=workers)
     rows = []
-    for spec in expand_grid(grid, data_root=data_root):
-        folder = spec.folder(runs_dir)
-        if not results.is_done(folder):
-            continue
-        run = results.load_run(folder)
+    for spec, run in finished_runs(grid, data_root, runs_dir):
         cfg, m, a = run["config"], run["metrics"], run["config"]["args"]
         name = IMAGE_SETS.get(a.get("dataset"), a.get("category")) if spec.kind == "image" else a["category"]
         base = {"family": spec.kind, "dataset": name, "seed": a["seed"], "profile": a["profile"],

@@ -72,6 +72,14 @@ def hyperparameter_grid(name: str, profile: str, seeds=None, readings=("literal"
     return [{**base, **HYPERPARAMETERS[name]}]
 
 
+def finished_runs(grid, data_root=None, runs_dir=None):
+    """(spec, loaded run) of every finished run of `grid`, in the grid's order."""
+    for spec in expand_grid(grid, data_root=data_root):
+        folder = spec.folder(runs_dir)
+        if results.is_done(folder):
+            yield spec, results.load_run(folder)
+
+
 def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "local", workers=None,
               progress: bool = False, allow_dirty: bool = False) -> tuple[pd.DataFrame, str]:
     """Sweep `grid` (only what is not done runs), then tidy rows of its finished runs with the resolved
@@ -87,11 +95,7 @@ def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "loc
                         progress=progress, allow_dirty=allow_dirty)
         lines = [f"sweep: {outcome}"] + [f"failed {f['label']}: {f['error']}" for f in outcome.failures]
     rows = []
-    for spec in expand_grid(grid, data_root=data_root):
-        folder = spec.folder(runs_dir)
-        if not results.is_done(folder):
-            continue
-        run = results.load_run(folder)
+    for spec, run in finished_runs(grid, data_root, runs_dir):
         train = (run["config"].get("resolved") or {}).get("train", {})
         if spec.kind == "tabular":
             from . import tabular
