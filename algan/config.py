@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 LATENT_SCHEDULES = ("literal", "per_batch")
+AMPS = ("none", "bf16")  # train.amp: the training loop's forward passes in float32, or under bf16 autocast
 GENERATOR_LOSSES = ("saturating", "non_saturating")
 FAKE_BN_STATS = ("running", "batch", "separate")
 FEATURE_SCALINGS = ("standardise", "drop_constant")
@@ -31,7 +32,7 @@ ADDED_SETTINGS: dict[tuple[str, str], Any] = {
     ("model", "feature_scaling"): "standardise", ("model", "fake_channels"): "free",
     ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
     ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black", ("train", "select"): "val_labels",
-    ("train", "record_selects"): False,
+    ("train", "record_selects"): False, ("train", "amp"): "none", ("train", "channels_last"): False,
 }
 
 
@@ -141,6 +142,11 @@ class TrainConfig:
                                     # validation samples); label-free: "last" (the final epoch), "ema" (an
                                     # exponential moving average of D's weights), "proxy" (the best AUROC of
                                     # normal validation data against made-up anomalies)
+    amp: str = "none"               # beyond the paper, for GPUs: "bf16" runs the training loop's forward
+                                    # passes of G and D under bfloat16 autocast (weights, optimiser and
+                                    # losses stay float32; spectral norm's power iteration too is autocast)
+    channels_last: bool = False     # beyond the paper: image batches and conv weights in NHWC memory order
+                                    # during training (the same arithmetic up to the kernels' summation order)
     record_selects: bool = False    # also keep the D that every other rule of SELECTS would choose (where it
                                     # applies), so that one run measures them all (ALGAN.rule_discriminators);
                                     # the training and the chosen checkpoint are unchanged
@@ -156,7 +162,8 @@ class TrainConfig:
         if self.fake_bn_stats not in FAKE_BN_STATS:
             raise ValueError(f"train.fake_bn_stats={self.fake_bn_stats!r}: expected one of {FAKE_BN_STATS}")
         for name, allowed in (("buffer_size", BUFFER_SIZES), ("buffer_update", BUFFER_UPDATES),
-                              ("last_batch", LAST_BATCHES), ("rotate_fill", ROTATE_FILLS), ("select", SELECTS)):
+                              ("last_batch", LAST_BATCHES), ("rotate_fill", ROTATE_FILLS), ("select", SELECTS),
+                              ("amp", AMPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name}={getattr(self, name)!r}: expected one of {allowed}")
         for name in ("alpha", "xi", "buffer_replace"):

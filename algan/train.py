@@ -395,7 +395,10 @@ def train_algan(
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
     loop = {"loop": "algan", "train": dataclasses.asdict(cfg), "latent_dim": latent_dim, "seed": seed,
             "train_shape": tuple(x_train.shape), "val_shape": None if x_val is None else tuple(x_val.shape)}
-    with resume.session(loop) as ckpt:
+    if cfg.channels_last and x_train.dim() != 4:
+        raise ValueError(f"train.channels_last=True orders image batches (4-d); these samples are "
+                         f"{x_train.dim()}-d: set it False")
+    with resume.session(loop) as ckpt, forward_options((G, D), cfg, device):
         if (state := ckpt and ckpt.restore()) is not None:
             G.load_state_dict(state["generator"]); D.load_state_dict(state["discriminator"])  # noqa: E702
             opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])  # noqa: E702
@@ -513,6 +516,33 @@ def train_algan(
     G.load_state_dict(best_state["generator"])
     D.load_state_dict(best_state["discriminator"])
     return TrainResult(history, best_epoch, float(best_auc), best_state, last_state, cfg.select, rule_states)
+
+
+@contextlib.contextmanager
+def forward_options(nets, cfg: TrainConfig, device: torch.device):
+    """Inside the block, `nets`' forward passes follow `train.amp` (bf16 autocast, outputs back in float32)
+    and `train.channels_last` (4-d inputs and conv weights in NHWC order); afterwards the nets are as they
+    were. With the defaults this does nothing, so the float32 path is bit for bit today's."""
+    if cfg.amp == "none" and not cfg.channels_last:
+        yield
+        return
+    for net in nets:
+        if cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+
+        def forward(x, *args, _inner=net.forward, **kwargs):
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                return _inner(x, *args, **kwargs).float()
+        net.forward = forward  # an instance attribute: nn.Module calls it, state_dict() does not see it
+    try:
+        yield
+    finally:
+        for net in nets:
+            del net.forward
+            if cfg.channels_last:
+                net.to(memory_format=torch.contiguous_format)
 
 
 @contextlib.contextmanager

@@ -113,3 +113,31 @@ def test_split_rows_is_boolean_indexing():
     normal, anomalous = split_rows(logits, flags)
     assert torch.equal(normal, logits[~flags]) and torch.equal(anomalous, logits[flags])
     assert [len(t) for t in split_rows(logits, torch.zeros(9, dtype=torch.bool))] == [9, 0]
+
+
+@pytest.mark.parametrize("options", [{"train.amp": "bf16"}, {"train.channels_last": True},
+                                     {"train.amp": "bf16", "train.channels_last": True}])
+def test_amp_and_channels_last_train_close_to_float32_and_leave_the_nets_as_they_were(options, one_torch_thread):
+    from algan import ALGAN
+
+    gen = torch.Generator().manual_seed(0)
+    x, x_val = torch.rand(48, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(16, 3, 32, 32, generator=gen) * 2 - 1
+    y_val = np.r_[np.zeros(8), np.ones(8)]
+    fit = lambda **o: ALGAN(profile("smoke", **{"train.epochs": 1, **o}), seed=0, progress=False).fit(  # noqa: E731
+        x, X_val=x_val, y_val=y_val)
+    ref, det = fit(), fit(**options)
+    gap = np.abs(det.decision_function(x_val) - ref.decision_function(x_val)).max()
+    assert 0 < gap < (1e-2 if "train.amp" in options else 1e-4)  # the option did something, and not much
+    for net in (det.generator, det.discriminator):
+        assert "forward" not in vars(net)  # the autocast / NHWC forward is gone after training
+        assert all(p.is_contiguous() for p in net.parameters())
+    with pytest.raises(ValueError, match=r"train.amp='fp16': expected one of \('none', 'bf16'\)"):
+        profile("smoke", **{"train.amp": "fp16"})
+
+
+def test_channels_last_is_refused_for_features():
+    from algan import ALGAN
+
+    det = ALGAN(profile("smoke", kind="feature", **{"train.channels_last": True}), progress=False)
+    with pytest.raises(ValueError, match=r"train.channels_last=True orders image batches \(4-d\); these samples are 2-d"):
+        det.fit(np.random.default_rng(0).normal(size=(32, 8)).astype("float32"))
