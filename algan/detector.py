@@ -160,7 +160,8 @@ class ALGAN(BaseDetector):
         """Train on normal samples X; choose the checkpoint by `train.select`; set the threshold.
 
         `train.select="val_labels"` (the default, the paper's) needs y_val with normal and anomalous samples, or
-        no validation data at all (`fit(X)` keeps the last epoch); X_val without anomalies is an error naming
+        no validation data at all (`fit(X)` then keeps the checkpoint of config.LABEL_FREE_DEFAULT, "ema", the
+        label-free rule measured best on the book's selection page); X_val without anomalies is an error naming
         the label-free rules "last", "ema" and "proxy" ("proxy" uses X_val's normal rows: y_val == 0, or every
         row when y_val is None). The threshold comes from the normal validation samples (the training samples
         without X_val) scored by the chosen checkpoint.

@@ -30,7 +30,7 @@ def toy_config(kind: str = "algan", epochs: int = 60, hidden: int = 64, readings
     readings = TOY_READINGS if readings is None else readings
     return profile("paper", kind="feature", **{
         "model.feature_dim": 2, "model.feature_hidden": hidden,
-        "train.epochs": epochs, "train.eval_every": epochs,
+        "train.epochs": epochs, "train.eval_every": epochs, "train.select": "last",  # Figure 3: the final model
         "train.use_buffer": not plain, "train.use_anomalous_latent": not plain,
         **{f"train.{k}": v for k, v in readings.items()},
     }).override(profile="toy")

@@ -257,7 +257,7 @@ class _Selection:
 
     - "val_labels" (Sec. IV-C, the default): every `eval_every` epochs and at the last, the validation AUROC on
       (x_val, y_val); the checkpoint with the highest is kept, the earliest of equal ones. Without any
-      validation data (a plain `fit(X)`) the last epoch is kept.
+      validation data (a plain `fit(X)`) the rule of config.LABEL_FREE_DEFAULT ("ema") chooses instead.
     - "last": the weights after the last epoch.
     - "ema": D's weights averaged over training, D_ema <- EMA_DECAY D_ema + (1 - EMA_DECAY) D after every epoch
       (D_ema = D after epoch 1), every parameter and spectral-norm vector; at the end each spectral norm's u, v
@@ -385,6 +385,9 @@ def train_algan(
     buffer = Buffer(capacity, cfg.buffer_replace, gen)
     alpha = cfg.alpha if cfg.use_anomalous_latent else 1.0
     check_select(cfg, x_val, y_val)
+    if cfg.select == "val_labels" and x_val is None:  # nothing to validate on: the label-free default
+        from .config import LABEL_FREE_DEFAULT
+        cfg = dataclasses.replace(cfg, select=LABEL_FREE_DEFAULT)
     validate = x_val is not None and y_val is not None and len(np.unique(y_val)) == 2
     select = _Selection(cfg, x_val, y_val, val_views, latent_dim, seed, device)
     keep_best = cfg.select in ("val_labels", "proxy")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from algan import ALGAN
-from algan.config import profile
+from algan.config import LABEL_FREE_DEFAULT, profile
 from algan.train import EMA_DECAY, check_select
 
 EPOCHS = 4
@@ -130,11 +130,13 @@ def test_val_labels_without_anomalies_is_one_line_naming_the_label_free_rules(y_
     assert det.generator is None  # stopped before any training
 
 
-def test_fit_without_validation_keeps_the_last_epoch():
-    det = _fit("val_labels", X_val=None)  # the README's .fit(X)
-    assert det.best_epoch_ == EPOCHS
+def test_fit_without_validation_keeps_the_label_free_default():
+    det = _fit("val_labels", X_val=None)  # the README's .fit(X): no labels, so config.LABEL_FREE_DEFAULT
+    assert LABEL_FREE_DEFAULT == "ema" and det.best_epoch_ == EPOCHS
     x = _data()[0]
-    assert np.array_equal(det.decision_function(x), det.decision_function(x, checkpoint="last"))
+    ema = _fit("ema", X_val=None)
+    assert np.array_equal(det.decision_function(x), ema.decision_function(x))
+    assert not np.array_equal(det.decision_function(x), det.decision_function(x, checkpoint="last"))
 
 
 def test_a_proxy_that_cannot_apply_is_one_line():
