@@ -22,6 +22,7 @@ RULE_LABELS = {"val_labels": "validation labels (the paper's)", "last": "last ep
 FAMILIES = {"image": "ALGAN-image (MVTec bottle, MTD, COIL-100)",
             "feature": "ALGAN-feature on ADBench's MVTec-AD features",
             "tabular": "ALGAN-feature on ADBench's classical tables"}
+SHORT_FAMILIES = {"image": "images", "feature": "features", "tabular": "tables"}
 IMAGE_SETS = {"mvtec": "MVTec bottle", "mtd": "MTD", "coil100": "COIL-100"}
 
 
@@ -118,7 +119,7 @@ def plot(frame: pd.DataFrame):
             ax.hlines(d.mean(), i - 0.3, i + 0.3, color="black", lw=2)
         ax.axhline(0, color="grey", lw=1, ls="--")
         ax.set_xticks(range(len(LABEL_FREE)), [RULE_LABELS[r].split(" (")[0] for r in LABEL_FREE], rotation=20)
-        ax.set_title(f"{family} ({part['dataset'].nunique()} sets)")
+        ax.set_title(f"{SHORT_FAMILIES[family]} ({part['dataset'].nunique()} sets)")
     axes[0, 0].set_ylabel("test AUROC minus val_labels'")
     fig.tight_layout()
     return fig
