@@ -2,6 +2,7 @@
 tools/compact_runs.py converting a cache in place, and what a new run adds to results/."""
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,8 @@ def test_compact_runs_converts_old_folders_once(tmp_path, capsys):
     (unfinished / "done").unlink()
     tool = load_tool()
     tool.main(runs)
-    assert "1 run folders converted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 run folders converted" in out and re.search(r"image_run mtd: 1 runs, mean \d+\.\d KB", out)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "done", "scores.npz", "splits.json"]
     after = results.read_scores(folder)
     assert after.equals(before) and after.dtypes.equals(before.dtypes)

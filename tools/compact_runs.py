@@ -7,7 +7,8 @@
   already there must hold exactly the same lists, else the tool stops naming both files;
 - samples.png of runs no figure shows (`algan.experiments.shows_samples`) removed.
 
-Folders without `done` are left alone, and a second pass changes nothing.
+Folders without `done` are left alone, and a second pass changes nothing. It prints what it converted and,
+per kind of run, the folders' mean and largest size.
 
 usage: python tools/compact_runs.py [RUNS_DIR]   (default: the run cache, results/runs or $ALGAN_RUNS)
 """
@@ -66,6 +67,17 @@ def drop_samples(folder: Path) -> bool:
     return True
 
 
+def sizes_by_task(runs_dir: Path) -> list[str]:
+    """A line per kind of run (an image run per data set): how many, mean and largest folder bytes."""
+    sizes: dict[str, list[int]] = {}
+    for folder in (p for p in runs_dir.iterdir() if p.is_dir() and results.is_done(p)):
+        args = json.loads((folder / "config.json").read_text())["args"]
+        kind = f"{args['task']} {args['dataset']}" if args["task"] == "image_run" else args["task"]
+        sizes.setdefault(kind, []).append(folder_bytes(folder))
+    return [f"  {kind}: {len(v)} runs, mean {sum(v) / len(v) / 1000:.1f} KB, largest {max(v) / 1000:.1f} KB"
+            for kind, v in sorted(sizes.items())]
+
+
 def main(runs_dir: Path) -> None:
     if not runs_dir.is_dir():
         sys.exit(f"{runs_dir}: not a folder; expected a run cache (e.g. results/runs)")
@@ -78,7 +90,8 @@ def main(runs_dir: Path) -> None:
             converted, before, after = converted + 1, before + size, after + folder_bytes(folder)
     added = sum(p.stat().st_size for p in (runs_dir / results.SPLITS).glob("*.json") if p.name not in stores)
     print(f"{runs_dir}: {converted} run folders converted, {before:,} bytes -> {after:,} bytes "
-          f"(+ {added:,} bytes of new split store files)")
+          f"(+ {added:,} bytes of new split store files); per run folder now, weights aside:")
+    print("\n".join(sizes_by_task(runs_dir)))
 
 
 if __name__ == "__main__":
