@@ -125,14 +125,14 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
         results.write_splits(folder, {"split_hash": splits.split_hash(), **splits.describe()}, splits.file_lists())
         det, extra, history = METHODS[method](splits, profile, seed, overrides or {}, device, progress)
         scores = {name: det.decision_function(getattr(splits, name).x) for name in ("val", "test")}
-        # rows in the order of the split's file list (results.split_files); %.9g keeps a float32 score exact
-        results.write_csv(folder / "scores.csv", pd.concat([
+        # rows in the order of the split's file list (results.split_files), each score exact
+        results.write_scores(folder, pd.concat([
             pd.DataFrame({"split": name, "label": getattr(splits, name).y.numpy(), "score": s})
-            for name, s in scores.items()]), float_format="%.9g")
+            for name, s in scores.items()]))
         if history is not None:
             results.write_csv(folder / "history.csv", history, float_format="%.6g")
         det.save(folder / "model.pt")
-        if isinstance(det, ALGAN) and shows_samples(overrides):
+        if isinstance(det, ALGAN) and shows_samples(args):
             save_samples(det, folder / "samples.png")
         y_test = splits.test.y.numpy()
         pred = (scores["test"] > det.threshold_).astype(int)
@@ -281,13 +281,19 @@ def save_results(frame: pd.DataFrame, name: str, profile: str) -> Path:
 
 
 # ---- figures ---------------------------------------------------------------------------------
-def shows_samples(overrides: Optional[dict]) -> bool:
-    """Whether a run's samples are a figure's (Figure 1, the readings page): ALGAN-image at a reading's
-    settings, not a study's variation of them; other runs keep no samples.png (~120 KB each)."""
-    from . import config
+def shows_samples(args: dict[str, Any]) -> bool:
+    """Whether a run's samples are a figure's: Figure 1's (ALGAN-image on MVTec bottle under the literal and the
+    active reading) or the readings page's (the active reading with each batch-norm choice for x'); other runs
+    (`image_run_args`) keep no samples.png (~120 KB each)."""
+    def named(name: str) -> dict:  # a reading's overrides as a run's arguments hold them
+        return image_run_args("algan", "mvtec", "bottle", args["profile"], 0, reading_overrides(name))["overrides"]
 
-    named = [*config.READINGS.values(), *READINGS.values()]  # the named readings, the readings page's changes
-    return set(overrides or {}) <= {k for spec in named for k in spec} | {"train.fake_bn_stats"}
+    def without_bn(over: dict) -> dict:
+        return {k: v for k, v in over.items() if k != "train.fake_bn_stats"}
+
+    over = args["overrides"]
+    return (args["method"] == "algan" and (args["dataset"], args["category"]) == ("mvtec", "bottle")
+            and (over == named("literal") or without_bn(over) == without_bn(named("active"))))
 
 
 def save_samples(det: ALGAN, path: Path, n: int = 8, seed: int = 0) -> None:
@@ -339,7 +345,7 @@ def figure5_scores(*, profile: str = "smoke", seeds=None, data_root=None, runs_d
             except DataError as err:
                 print(f"{dataset}: data set missing under the data root ({err})")
                 break
-            scores = pd.read_csv(run["folder"] / "scores.csv")
+            scores = results.read_scores(run["folder"])
             scores = scores[scores["split"] == split].assign(dataset=dataset, reading=name, seed=seed,
                                                              profile=profile, run=run["config"]["hash"])
             frames.append(scores)
@@ -534,16 +540,16 @@ def auroc_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def split_sizes(tidy: pd.DataFrame, runs_dir=None) -> str:
     """One line per data set / category of a page: its test and validation splits' normal / anomalous
-    counts (from a run's scores.csv), the AUROC step they allow, 1 / (normal x anomalous), and the most one
+    counts (from a run's scores), the AUROC step they allow, 1 / (normal x anomalous), and the most one
     normal image can move it, 1 / normal."""
     root = Path(runs_dir or results.default_runs_dir())
     lines = []
     runs = tidy.dropna(subset=["run"]).drop_duplicates(["dataset", "category"]) if "run" in tidy else tidy.iloc[:0]
     for r in runs.itertuples():
-        path = root / r.run / "scores.csv"
+        path = results.scores_path(root / r.run)
         if not path.is_file():
             continue
-        scores = pd.read_csv(path)
+        scores = results.read_scores(path.parent)
         parts = []
         for split in ("test", "val"):
             labels = scores.loc[scores["split"] == split, "label"]

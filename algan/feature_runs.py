@@ -232,7 +232,7 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
         start = time.perf_counter()
         scores, extra, history, det = fit_and_score(method, data, profile, seed, overrides or {}, device)
         fit_seconds = time.perf_counter() - start
-        results.write_csv(folder / "scores.csv", pd.concat([
+        results.write_scores(folder, pd.concat([
             pd.DataFrame({"split": k, "id": data.ids[k], "label": data.labels[k], "score": scores[k]})
             for k in ("val", "test")]))
         if history is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -24,10 +25,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+import pandas as pd
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +89,98 @@ def split_files(folder: Path) -> dict[str, list]:
     """A run's file lists per split, stored in its splits.json (older runs) or referenced from it."""
     files = json.loads((Path(folder) / "splits.json").read_text())["files"]
     return files if isinstance(files, dict) else json.loads((Path(folder) / files).read_text())
+
+
+# ---- a run's scores ------------------------------------------------------------------------
+SCORES, OLD_SCORES = "scores.npz", "scores.csv"  # the compact form; the CSV of runs made before it
+LISTED = ("path", "id")  # columns that repeat the split's file list: rebuilt from the split store, not kept
+
+
+def write_scores(folder: str | Path, frame: pd.DataFrame) -> None:
+    """A run's scores as `scores.npz`, every value exact in a fraction of the CSV's bytes: numbers in the
+    narrowest type that holds them exactly (a float64 column of float32 values as float32; floats as byte
+    planes, which compress), text as codes, and a `path` / `id` column that repeats the split's file lists
+    (rows in their order, `split_files`) not kept; each column read back in its own dtype (`read_scores`)."""
+    folder = Path(folder)
+    listed = _listed_rows(folder, frame["split"]) if "split" in frame and (folder / "splits.json").is_file() else None
+    arrays, columns = {}, []
+    for name, column in frame.items():
+        columns.append([name, str(column.dtype)])
+        values = column.to_numpy()
+        if name in LISTED and listed is not None and values.tolist() == listed:
+            continue
+        if column.dtype.kind in "iub":
+            bounds = values.min(initial=0), values.max(initial=0)
+            arrays[name] = values.astype(np.result_type(*map(np.min_scalar_type, bounds)))
+        elif column.dtype.kind == "f":
+            if values.dtype == np.float64 and np.array_equal(values.astype(np.float32), values, equal_nan=True):
+                values = values.astype(np.float32)
+            # byte planes: a score's sign and exponent bytes repeat over the rows and compress apart from its mantissa
+            arrays[f"{name}.bytes"] = np.ascontiguousarray(values.astype(values.dtype.newbyteorder("<"))
+                                                           .view(np.uint8).reshape(-1, values.itemsize).T)
+        elif all(isinstance(v, str) for v in values):
+            codes, text = pd.factorize(column)
+            arrays[f"{name}.codes"] = codes.astype(np.min_scalar_type(len(text)))
+            arrays[f"{name}.text"] = np.array(text, dtype=str)
+        else:
+            raise ValueError(f"{folder / SCORES}: column {name!r} ({column.dtype}) holds neither numbers nor only "
+                             "strings; expected numbers, or text without missing values")
+    arrays["meta"] = np.array(json.dumps({"rows": len(frame), "columns": columns}))
+    with atomic_path(folder / SCORES) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            # ZipInfo's fixed date, not the time of writing: the same scores give the same bytes
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy"), buffer.getvalue(), zipfile.ZIP_DEFLATED, 9)
+
+
+def read_scores(folder: str | Path) -> pd.DataFrame:
+    """A run's scores (`write_scores`; an older run's scores.csv as pandas reads it), one row per scored item."""
+    path = scores_path(folder)
+    if path.name == OLD_SCORES:
+        return pd.read_csv(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = {name: z[name] for name in z.files}
+        meta = json.loads(str(stored["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a run's scores ({err}); expected the file algan.results.write_scores "
+                         "writes: rerun the run or restore the file") from None
+    columns = {}
+    for name, dtype in meta["columns"]:
+        if name in stored:
+            columns[name] = stored[name]
+        elif f"{name}.bytes" in stored:
+            planes = stored[f"{name}.bytes"]  # (itemsize, rows)
+            columns[name] = np.ascontiguousarray(planes.T).view(f"<f{len(planes)}").ravel()
+        elif f"{name}.codes" in stored:
+            columns[name] = stored[f"{name}.text"][stored[f"{name}.codes"]]
+    for name, _ in meta["columns"]:
+        if name not in columns:  # a column of the split's file list (write_scores kept none of it)
+            columns[name] = _listed_rows(Path(folder), pd.Series(columns["split"]))
+            if columns[name] is None:
+                raise ValueError(f"{path}: its {name!r} column is the split's file lists, but the split store of "
+                                 f"{Path(folder) / 'splits.json'} does not match its rows; expected the run's split")
+    return pd.DataFrame({name: pd.Series(columns[name]).astype(dtype) for name, dtype in meta["columns"]},
+                        index=pd.RangeIndex(meta["rows"]))
+
+
+def scores_path(folder: str | Path) -> Path:
+    """The file of a run's scores: its scores.npz, or the scores.csv of a run made before that form."""
+    new, old = Path(folder) / SCORES, Path(folder) / OLD_SCORES
+    return old if old.is_file() and not new.is_file() else new
+
+
+def _listed_rows(folder: Path, split: pd.Series) -> list | None:
+    """Each row's entry of the split's file list, for rows in blocks of one split each, in the list's order
+    (e.g. val then test, or val, test, val, test for two checkpoints); None where the rows are not so."""
+    files, rows, split = split_files(folder), [], split.reset_index(drop=True)
+    for _, block in split.groupby(split.ne(split.shift()).cumsum(), sort=False):
+        listed = files.get(block.iloc[0]) if isinstance(block.iloc[0], str) else None
+        if listed is None or len(listed) != len(block):
+            return None
+        rows += listed
+    return rows
 
 
 def torch_save(obj: Any, path: str | Path) -> None:

@@ -379,7 +379,7 @@ def run_robustness(profile: str = "cpu", seed: int = 0, *, sigmas=(5.0, 6.0, 7.0
                                                                                device=det.device)
         pasted = cutpaste(normal, gen)
         groups["CutPaste (from normal test)"] = det.decision_function(pasted)
-        results.write_csv(folder / "scores.csv", pd.concat(
+        results.write_scores(folder, pd.concat(
             [pd.DataFrame({"group": k, "score": v}) for k, v in groups.items()], ignore_index=True))
         pairs = torch.stack([normal[:8], pasted[:8]])  # (2, n, C, H, W): Figure 8's two rows
         np.save(folder / "cutpaste_examples.npy",
@@ -401,7 +401,7 @@ def robustness_rows(runs: list[dict]) -> pd.DataFrame:
     size and, for the anomalous groups, the AUROC against the normal test images."""
     rows = []
     for r in runs:
-        counts = pd.read_csv(r["folder"] / "scores.csv")["group"].value_counts()
+        counts = results.read_scores(r["folder"])["group"].value_counts()
         for name in r["metrics"]["groups"]:
             base = {"group": name, "seed": r["config"]["args"]["seed"], "run": r["folder"].name,
                     "images": int(counts.get(name, 0))}
@@ -415,7 +415,7 @@ def robustness_table(runs: list[dict]) -> pd.DataFrame:
     """Per group: the share flagged at the threshold and the AUROC against the normal test images,
     mean ± std over seeds."""
     names = runs[0]["metrics"]["groups"]
-    counts = pd.read_csv(runs[0]["folder"] / "scores.csv")["group"].value_counts()
+    counts = results.read_scores(runs[0]["folder"])["group"].value_counts()
     rows = []
     for name in names:
         flagged = [r["metrics"][f"flagged: {name}"] for r in runs]

@@ -180,7 +180,7 @@ def run_tabular(method: str, dataset: str = DATASET, *, category: str, profile: 
         if last_scores is not None:
             frames += [pd.DataFrame({"split": k, "checkpoint": "last", "id": p.rows, "label": p.y,
                                      "score": last_scores[k]}) for k, p in parts.items()]
-        results.write_csv(folder / "scores.csv", pd.concat(frames))
+        results.write_scores(folder, pd.concat(frames))
         if history is not None:
             results.write_csv(folder / "history.csv", history, float_format="%.6g")
         return {"test_auroc": auroc(data.test.y, scores["test"]), "split_hash": data.split_hash(),

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from algan import feature_runs as FR
+from algan import feature_runs as FR, results
 from algan.models import CutPaste
 from algan.models import cutpaste as cp
 from algan.models.feature_baselines import MahalanobisAD
@@ -169,7 +169,7 @@ def test_table2_run_on_bottle_and_not_applicable_on_adbench(tmp_path, data_root)
     assert 0 <= m["test_auroc"] <= 1 and m["dim"] == 1280 and m["steps"] == 2 and m["input"] == "images 32 px"
     assert run["config"]["args"]["backbone"] == "efficientnet_lite0"
     assert run["config"]["resolved"]["area"] == [0.02, 0.15]
-    scores = pd.read_csv(run["folder"] / "scores.csv")
+    scores = results.read_scores(run["folder"])
     assert len(scores) == m["n_val"] + m["n_test"]
     # the split is the other Table 2 runs' (same files per seed)
     from algan.data import load_dataset

@@ -60,9 +60,10 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     splits = results.split_files(folder)  # the file lists, kept once per split beside the run folders
     assert len(splits["train"]) == 209 and len(splits["test"]) == 42
     assert json.loads((folder / "splits.json").read_text())["files"] == f"../_splits/{auc.split_hash.iloc[0]}.json"
-    scores = pd.read_csv(folder / "scores.csv")
+    assert (folder / "scores.npz").is_file() and not (folder / "scores.csv").exists()
+    scores = results.read_scores(folder)
     assert sorted(scores.split.unique()) == ["test", "val"] and len(scores) == 83
-    assert list(scores.columns) == ["split", "label", "score"]  # rows in the split's order
+    assert list(scores.columns) == ["split", "label", "score"] and scores.score.dtype == "float32"  # split order
     assert (folder / "history.csv").exists() and (folder / "samples.png").exists()  # a reading's point: Figure 1's
     size = sum(f.stat().st_size for f in folder.iterdir() if f.name not in ("model.pt", "samples.png"))
     assert size < 20_000, size  # what results/ keeps of a run, less the figure's samples
@@ -70,10 +71,19 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     assert summary.paper_mean.iloc[0] == 0.948  # Tables 8/10, bottle at the defaults
 
 
-def test_a_study_run_keeps_no_samples():
-    assert experiments.shows_samples({}) and experiments.shows_samples(experiments.reading_overrides("active"))
-    assert not experiments.shows_samples({"train.sigma": 2.0})
-    assert not experiments.shows_samples({**experiments.reading_overrides("active"), "train.use_buffer": False})
+def test_only_runs_a_figure_shows_keep_samples():
+    def args(overrides, dataset="mvtec", category="bottle", method="algan"):
+        return experiments.image_run_args(method, dataset, category, "cpu", 0, overrides)
+
+    active = experiments.reading_overrides("active")
+    assert experiments.shows_samples(args({})) and experiments.shows_samples(args(active))  # Figure 1's
+    assert experiments.shows_samples(args({**active, "train.fake_bn_stats": "batch"}))  # the readings page's
+    assert not experiments.shows_samples(args({"train.sigma": 2.0}))  # a study's variation
+    assert not experiments.shows_samples(args({**active, "train.use_buffer": False}))
+    assert not any(experiments.shows_samples(args(over)) for over in experiments.READINGS.values() if over)
+    assert not experiments.shows_samples(args({}, "mtd", None))
+    assert not experiments.shows_samples(args(active, "mvtec", "cable"))
+    assert not experiments.shows_samples(args({}, method="ganomaly"))
 
 
 def test_a_table_shows_another_reading_from_finished_runs_only(tmp_path, data_root):

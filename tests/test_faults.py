@@ -168,7 +168,7 @@ def test_the_callers_thread_count_does_not_change_a_run(tmp_path, data_root):
             run = experiments.run_image(**SMOKE, data_root=data_root, runs_dir=tmp_path / str(threads), device="cpu")
             assert torch.get_num_threads() == threads  # restored after the run
             assert run["config"]["torch_threads"] == 1 and "1 threads" in run["config"]["device"]
-            scores[threads] = (run["folder"] / "scores.csv").read_bytes()
+            scores[threads] = (run["folder"] / results.SCORES).read_bytes()
     finally:
         torch.set_num_threads(before)
     assert scores[1] == scores[2]

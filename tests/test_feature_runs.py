@@ -38,7 +38,7 @@ def test_feature_run_on_adbench_is_cached(tmp_path, data_root):
     m = first["metrics"]
     assert 0.0 <= m["test_auroc"] <= 1.0 and m["dim"] == 512
     assert m["n_train"] + m["n_val"] + m["n_test"] == 292
-    scores = pd.read_csv(first["folder"] / "scores.csv")
+    scores = results.read_scores(first["folder"])
     assert set(scores["split"]) == {"val", "test"} and len(scores) == m["n_val"] + m["n_test"]
     ids = results.split_files(first["folder"])  # the row ids, kept once per split in _splits
     assert len(ids["test"]) == m["n_test"] and len(ids["train"]) == m["n_train"]

@@ -113,7 +113,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(case, tmp_path, data_r
     a, b = (pd.read_csv(run["folder"] / "history.csv") for run in (resumed, whole))
     assert list(a["epoch"]) == list(range(1, EPOCHS + 1))
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), check_exact=True)
-    assert (resumed["folder"] / "scores.csv").read_bytes() == (whole["folder"] / "scores.csv").read_bytes()
+    assert (resumed["folder"] / results.SCORES).read_bytes() == (whole["folder"] / results.SCORES).read_bytes()
     for key in ("test_auroc", "val_auroc", "best_epoch", "test_auroc_last"):
         assert resumed["metrics"].get(key) == whole["metrics"].get(key)
     assert not state.exists() and not [p for p in runs.rglob("*") if p.name.endswith(".tmp")]  # finished: no state

@@ -147,7 +147,7 @@ def test_smoke_comparison_gives_the_tidy_frame(tmp_path, data_root, monkeypatch)
                                  methods=("algan", "knn", "iforest"))
     assert "done 9 (0 run now)" in log and len(again) == len(tidy)  # from the run cache
     run = results.load_run(tmp_path / "runs" / tidy.loc[tidy["method"] == "algan", "run"].iloc[0])
-    scores = pd.read_csv(run["folder"] / "scores.csv")
+    scores = results.read_scores(run["folder"])
     assert set(scores["checkpoint"]) == {"chosen", "last"}
     ids = results.split_files(run["folder"])  # kept once per split, shared by the set's methods
     assert sorted(scores.loc[(scores["split"] == "test") & (scores["checkpoint"] == "chosen"), "id"]) == sorted(ids["test"])
