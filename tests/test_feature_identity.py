@@ -20,7 +20,8 @@ REFERENCE = Path(__file__).parent / "data" / "feature_identity.json"
 CASES = {
     "literal": ("literal", {}),
     "active": ("active", {}),
-    "no_val": ("literal", {"train.epochs": 2}),
+    # fit(X) without validation data; recorded when it kept the last epoch (now config.LABEL_FREE_DEFAULT): say so
+    "no_val": ("literal", {"train.epochs": 2, "train.select": "last"}),
     "odd_sizes": ("literal", {"model.feature_hidden": 53, "train.batch_size": 12}),  # vector remainders
 }
 
