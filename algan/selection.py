@@ -64,11 +64,11 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         sets = by_set.loc[family]
         part = frame[(frame["family"] == family) & (frame["rule"] == rule)]
         rows.append({"family": family, "rule": rule, "data sets": int(sets[rule].notna().sum()), "seeds": len(g),
-                     "test AUROC": g["value"].mean(), "std over seeds": g["value"].std(),
+                     "test AUROC": g["value"].mean(), "std": g["value"].std(),
                      "minus val_labels": diff.mean(), "SE": diff.std() / math.sqrt(len(diff)) if len(diff) > 1 else math.nan,
-                     "sets at least val_labels'": f"{int((sets[rule] >= sets['val_labels'] - 1e-12).sum())} of "
+                     "sets >= val_labels": f"{int((sets[rule] >= sets['val_labels'] - 1e-12).sum())} of "
                                                   f"{int(sets[rule].notna().sum())}",
-                     "median epoch chosen": float(part["epoch"].median()),
+                     "median epoch": float(part["epoch"].median()),
                      "epochs": float(part.drop_duplicates("run")["epochs"].median())})
     order = {r: i for i, r in enumerate(RULES)}
     return pd.DataFrame(rows).sort_values(["family", "rule"], key=lambda s: s.map(order) if s.name == "rule"

@@ -30,7 +30,7 @@ def test_summary_measures_each_rule_against_val_labels():
     assert table.loc[("image", "val_labels"), "minus val_labels"] == 0
     assert table.loc[("image", "ema"), "minus val_labels"] == pytest.approx(0.002)  # 0, 0.002, 0.004 over seeds
     assert table.loc[("image", "ema"), "SE"] == pytest.approx(0.002 / math.sqrt(3))
-    assert table.loc[("image", "last"), "sets at least val_labels'"] == "0 of 2"
+    assert table.loc[("image", "last"), "sets >= val_labels"] == "0 of 2"
     rule, why = S.choose_default(table.reset_index())
     assert rule == "ema" and "2 families" in why  # +0.002 on both beats proxy (-0.02) and last (-0.06)
 
