@@ -13,10 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from .config import LABEL_FREE_SELECTS as LABEL_FREE, SELECTS as RULES
 from .studies import finished_runs, run_study, selection_grid
 
-RULES = ("val_labels", "last", "ema", "proxy")
-LABEL_FREE = RULES[1:]
 RULE_LABELS = {"val_labels": "validation labels (the paper's)", "last": "last epoch", "ema": "weight average (EMA)",
                "proxy": "proxy validation"}
 FAMILIES = {"image": "ALGAN-image (MVTec bottle, MTD, COIL-100)",

@@ -486,7 +486,7 @@ def train_algan(
                 best_state = _snapshot(G, D)
             for rule, (auc, _, _) in list(others.items()):
                 if evaluate and by[rule] > auc:
-                    others[rule] = (by[rule], epoch, _snapshot(G, D)["discriminator"])
+                    others[rule] = (by[rule], epoch, _state(D))
             select.end_epoch(D)
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
@@ -646,6 +646,9 @@ class _EpochStats:
                 "buffer_age_median": float(ages.median()) if ages is not None else nan}
 
 
+def _state(net: nn.Module) -> dict:
+    return copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+
+
 def _snapshot(G: nn.Module, D: nn.Module) -> dict:
-    return {"generator": copy.deepcopy({k: v.detach().cpu() for k, v in G.state_dict().items()}),
-            "discriminator": copy.deepcopy({k: v.detach().cpu() for k, v in D.state_dict().items()})}
+    return {"generator": _state(G), "discriminator": _state(D)}
