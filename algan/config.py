@@ -37,6 +37,7 @@ ADDED_SETTINGS: dict[tuple[str, str], Any] = {
     ("train", "buffer_size"): "batch", ("train", "buffer_update"): "per_batch",
     ("train", "last_batch"): "keep", ("train", "rotate_fill"): "black", ("train", "select"): "val_labels",
     ("train", "record_selects"): False, ("train", "amp"): "none", ("train", "channels_last"): False,
+    ("train", "fast_step"): False,
 }
 
 
@@ -151,6 +152,12 @@ class TrainConfig:
                                     # losses stay float32; spectral norm's power iteration too is autocast)
     channels_last: bool = False     # beyond the paper: image batches and conv weights in NHWC memory order
                                     # during training (the same arithmetic up to the kernels' summation order)
+    fast_step: bool = False         # beyond the paper, for speed: D sees the real, fake and buffered rows of a
+                                    # D step in one call (the same logits, as D has no batch statistics, but
+                                    # each spectral norm's power iteration runs once per D step instead of
+                                    # once per call), Adam is torch's fused kernel, and ALGAN-feature's D uses
+                                    # fused spectral-norm layers (sigma = ||W^T u||; without amp): the same
+                                    # algorithm in other floating-point arithmetic (benchmarks/bench_feature_step.py)
     record_selects: bool = False    # also keep the D that every other rule of SELECTS would choose (where it
                                     # applies), so that one run measures them all (ALGAN.rule_discriminators);
                                     # the training and the chosen checkpoint are unchanged

@@ -375,8 +375,9 @@ def train_algan(
     prepare = prepare or (lambda x: x)
     prepare_fake = prepare_fake or (lambda x: x)
     G, D = generator.to(device), discriminator.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=True)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    adam = {"fused": True} if cfg.fast_step else {"foreach": True}  # fused: one pass per parameter, not ~7
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), **adam)
     d_params = [p for p in D.parameters() if p.requires_grad]
     x_train = x_train.to(device)
     x_val = None if x_val is None else x_val.to(device)
@@ -439,12 +440,18 @@ def train_algan(
                     x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))  # line 9: x'
                 for k in range(cfg.n_dis):                                    # line 8
                     # ---- D step: maximise Eq. (6) = minimise its negative ----
-                    real_logits, fake_logits = D(x), D(x_fake)
-                    fake_n, fake_a = fake_logits[:n_normal], fake_logits[n_normal:]
-                    buf = {}
                     if use_buffer:                                            # lines 10-15
                         x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
-                        buf = dict(zip(("buf_n", "buf_a"), split_rows(D(x_buf), buf_anom)))
+                    if cfg.fast_step:  # one call on all rows: D has no batch statistics, so the same logits
+                        parts = [x, x_fake, x_buf] if use_buffer else [x, x_fake]
+                        logits = D(torch.cat(parts)).split([len(p) for p in parts])
+                    else:
+                        logits = [D(x), D(x_fake)] + ([D(x_buf)] if use_buffer else [])
+                    real_logits, fake_logits = logits[0], logits[1]
+                    fake_n, fake_a = fake_logits[:n_normal], fake_logits[n_normal:]
+                    buf = {}
+                    if use_buffer:
+                        buf = dict(zip(("buf_n", "buf_a"), split_rows(logits[2], buf_anom)))
                         stats.add_buffer(buf["buf_n"], buf["buf_a"], g_updates - born)
                     loss_d = discriminator_loss(real_logits, fake_n, fake_a, **buf, alpha=alpha, xi=cfg.xi)
                     if measure and j == 0 and k == 0:
@@ -525,15 +532,17 @@ def train_algan(
 def forward_options(nets, cfg: TrainConfig, device: torch.device):
     """Inside the block, `nets`' forward passes follow `train.amp` (bf16 autocast, outputs back in float32)
     and `train.channels_last` (4-d inputs and conv weights in NHWC order); afterwards the nets are as they
-    were. With the defaults this does nothing, so the float32 path is bit for bit today's."""
-    if cfg.amp == "none" and not cfg.channels_last:
+    were. With the defaults this does nothing, so the float32 path is bit for bit today's. `train.fast_step`
+    without amp runs a net's `forward_fused` where it has one (ALGAN-feature's D: fused spectral-norm layers)."""
+    fused = cfg.fast_step and cfg.amp == "none"
+    if cfg.amp == "none" and not cfg.channels_last and not fused:
         yield
         return
     for net in nets:
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
 
-        def forward(x, *args, _inner=net.forward, **kwargs):
+        def forward(x, *args, _inner=getattr(net, "forward_fused", net.forward) if fused else net.forward, **kwargs):
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
@@ -595,15 +604,20 @@ def make_fakes(G: nn.Module, z: torch.Tensor, is_anom: torch.Tensor, n_anom: int
 
 
 class _EpochStats:
-    """Per-epoch sums of the losses and diagnostics, kept as tensors: one host sync per epoch, not per step."""
+    """Per-epoch sums of the losses and diagnostics: each step's values are kept as they are (0-d tensors on the
+    device) and summed once at the end of the epoch, in step order in float64 (one host sync per epoch, no
+    bookkeeping ops per step); counts are Python numbers."""
 
     def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self.counts: dict[str, float] = {}
         self.ages: list[torch.Tensor] = []
 
     def _add(self, name: str, value) -> None:
-        value = value.detach().double() if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
-        self.sums[name] = self.sums[name] + value.to(self.sums[name].device) if name in self.sums else value
+        if isinstance(value, torch.Tensor):
+            self.values.setdefault(name, []).append(value.detach())
+        else:
+            self.counts[name] = self.counts.get(name, 0.0) + float(value)
 
     def add_d(self, loss_d, real_logits, fn, fa) -> None:
         """One D step: its loss, and D's logits on the real, fake-normal (fn) and fake-anomalous (fa) rows."""
@@ -630,7 +644,14 @@ class _EpochStats:
         self._add("loss_g", loss_g)
 
     def row(self, n_batches: int, n_dis: int) -> dict:
-        v = {k: float(t) for k, t in self.sums.items()}   # the epoch's one host sync
+        names = list(self.values)
+        flat = torch.cat([torch.stack(self.values[k]).double() for k in names]).tolist() if names else []
+        v, at = dict(self.counts), 0   # the epoch's one host sync, above; each sum in step order below
+        for k in names:
+            total = 0.0
+            for x in flat[at:at + len(self.values[k])]:  # not sum(): Python >= 3.12 compensates its rounding
+                total += x
+            v[k], at = total, at + len(self.values[k])
         nan = float("nan")
         per = lambda name, count: v[name] / v[count] if v.get(count) else nan  # noqa: E731
         steps = n_batches * n_dis

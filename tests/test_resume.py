@@ -33,6 +33,10 @@ CASES = {  # name: (how the interrupted process runs it, the run's function and 
     # cpu widths on a small set, so that it outlives its first checkpoint; its scores.csv holds the last epoch's
     "algan tabular, kill -9": ("run", run_tabular, dict(method="algan", dataset="classical", category="43_WDBC",
                                                         **{**SMOKE, "profile": "cpu"})),
+    # train.fast_step: the fused Adam's state resumes as the foreach one does
+    "algan tabular, fast_step, kill -9": ("run", run_tabular, dict(
+        method="algan", dataset="classical", category="43_WDBC", **{**SMOKE, "profile": "cpu", "overrides": {
+            "train.epochs": EPOCHS, "train.fast_step": True}})),
     # the EMA of D's weights is part of the training state: the resumed run scores with the same average
     "algan-feature, select=ema, kill -9": ("run", run_feature, dict(
         method="algan", source="adbench", category="bottle", **{**SMOKE, "overrides": {

@@ -133,6 +133,48 @@ class _LeanSpectralNorm(_SpectralNorm):
         return _DivideBySigma.apply(weight, sigma)
 
 
+class _SpectralLinear(torch.autograd.Function):
+    """y = x W^T / sigma + b with sigma = u^T W v for fixed u, v (spectral norm's gradient): `train.fast_step`.
+
+    The same function and gradients as `_LeanSpectralNorm` + `nn.Linear`, without materialising W / sigma:
+    the division acts on the (B, out) output, and d sigma / dW = u v^T makes the weight's gradient
+    (g^T x) / sigma - c u v^T with c = sum(g * x W^T) / sigma^2, a sum over the small output, not the weight.
+    Three passes over W in all (the product, x's gradient, the rank-1 term) instead of six; the floating-point
+    results differ from the two-step form in the last bits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, u, v, sigma):
+        raw = x @ weight.t()
+        ctx.save_for_backward(x, weight, raw, u, v, sigma)
+        return torch.addcdiv(bias, raw, sigma)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, raw, u, v, sigma = ctx.saved_tensors
+        scaled = grad / sigma
+        grad_x = scaled @ weight if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = scaled.t() @ x
+            grad_w.addr_(u, v, alpha=-((grad * raw).sum() / sigma ** 2))
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def spectral_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A spectral-normed linear layer's training-mode forward by `_SpectralLinear`: one power iteration (as
+    torch's, updating u and v in place) with sigma = ||W^T u|| (= u^T W v for the new v, without a third
+    pass over W), then the fused product."""
+    sn = layer.parametrizations.weight[0]
+    weight = layer.parametrizations.weight.original
+    with torch.no_grad():
+        torch.nn.functional.normalize(torch.mv(weight, sn._v), dim=0, eps=sn.eps, out=sn._u)
+        wtu = torch.mv(weight.t(), sn._u)
+        sigma = torch.linalg.vector_norm(wtu)
+        torch.div(wtu, sigma.clamp_min(sn.eps), out=sn._v)
+    return _SpectralLinear.apply(x, weight, layer.bias, sn._u.clone(), sn._v.clone(), sigma)
+
+
 def lean_spectral_norm(module: nn.Module) -> nn.Module:
     """`spectral_norm(module)` whose parametrization is `_LeanSpectralNorm` (same values, cheaper backward)."""
     module = spectral_norm(module)
@@ -157,6 +199,15 @@ class FeatureDiscriminator(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.feature_dim:
             raise ValueError(f"input shape {tuple(x.shape)}: expected (B, {self.feature_dim}) (model.feature_dim)")
         return self.net(x).flatten()
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The training-mode forward with `spectral_linear` layers (`train.fast_step`); eval mode, where the
+        spectral norms do not iterate, is `forward`."""
+        if not self.training:  # the class's forward: train.fast_step installs this method as the instance's
+            return FeatureDiscriminator.forward(self, x)
+        for layer in self.net:
+            x = spectral_linear(layer, x) if isinstance(layer, nn.Linear) else layer(x)
+        return x.flatten()
 
 
 def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
