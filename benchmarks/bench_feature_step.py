@@ -9,13 +9,22 @@ Prints one line per feature dimension and batch size: ms per step of the default
 speed-up. A step is timed as the difference between a run of 1 + E epochs and one of 1
 epoch, over E x the batches per epoch: setup, the first epoch (no buffer yet) and the last (the gradient shares)
 cancel out. CPU time (`time.process_time`, one thread) is the figure to compare on a busy machine; wall time is
-printed beside it. Not a test: figures only.
+printed beside it.
+
+--auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
+train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
+others: `algan sweep benchmarks/fast_step.yaml`), per data set (mean over seeds) and over all pairs (mean
+difference, its SE over the pairs, and the median seconds per run of each). Not a test: figures only.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
+
+import numpy as np
 
 import torch
 
@@ -50,6 +59,45 @@ def run(batch: int, dim: int, fast: bool, args, epochs: int) -> tuple[float, flo
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
+def auroc(args) -> None:
+    """The fast-step runs of the run cache beside the default-step runs of the same set and seed."""
+    runs: dict[tuple, dict] = {}
+    for path in Path(args.runs).glob("*/metrics.json"):
+        a = json.loads((path.parent / "config.json").read_text()).get("args", {})
+        if not (path.parent / "done").exists() or a.get("method") != "algan" or a.get("profile") != args.profile \
+                or a.get("task") not in ("tabular_run", "feature_run") or a.get("source", "adbench") != "adbench":
+            continue
+        mode = {"{}": "default", '{"train.fast_step": true}': "fast_step"}.get(json.dumps(a["overrides"], sort_keys=True))
+        if mode:
+            group = "tabular" if a["task"] == "tabular_run" else "adbench"
+            runs.setdefault((group, a["category"], a["seed"]), {})[mode] = json.loads(path.read_text())
+    pairs = {key: r for key, r in sorted(runs.items()) if len(r) == 2}
+    print(f"ALGAN-feature at {args.profile}: test AUROC (validation-chosen checkpoint) of the default step and of "
+          f"train.fast_step, same set and seed (run cache {args.runs}); {len(pairs)} pairs")
+    for group in ("tabular", "adbench"):
+        keys = [k for k in pairs if k[0] == group]
+        if not keys:
+            print(f"  {group}: no pairs")
+            continue
+        print(f"  {group}:")
+        for category in sorted({k[1] for k in keys}):
+            seeds = [k for k in keys if k[1] == category]
+            a, b = ([pairs[k][m]["test_auroc"] for k in seeds] for m in ("default", "fast_step"))
+            print(f"    {category:28s} default {np.mean(a):.3f}  fast_step {np.mean(b):.3f}  ({len(seeds)} seeds)")
+        for metric in ("test_auroc", "test_auroc_last"):
+            have = [k for k in keys if all(metric in pairs[k][m] for m in ("default", "fast_step"))]
+            if not have:  # runs recorded before the last epoch's scores were
+                print(f"  {group} {metric}: not recorded by the default step's runs")
+                continue
+            d = np.array([pairs[k]["fast_step"][metric] - pairs[k]["default"][metric] for k in have])
+            se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+            print(f"  {group} {metric}: fast_step minus default {d.mean():+.4f} (SE {se:.4f}, {abs(d.mean()) / se:.1f} SE; "
+                  f"{len(d)} pairs); means {np.mean([pairs[k]['default'][metric] for k in have]):.3f} vs "
+                  f"{np.mean([pairs[k]['fast_step'][metric] for k in have]):.3f}")
+        secs = [np.median([pairs[k][m].get("fit_and_score_seconds", math.nan) for k in keys]) for m in ("default", "fast_step")]
+        print(f"  {group} median seconds per run (fit and score, as recorded): default {secs[0]:.1f}, fast_step {secs[1]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, nargs="+", default=[21, 166, 512, 1280],
@@ -61,7 +109,12 @@ def main() -> None:
     parser.add_argument("--reading", default="literal")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 256])
     parser.add_argument("--mode", nargs="+", default=["default", "fast_step"], choices=["default", "fast_step"])
+    parser.add_argument("--auroc", action="store_true", help="compare the cached runs' AUROC instead of timing")
+    parser.add_argument("--runs", default="results/runs")
+    parser.add_argument("--profile", default="cpu")
     args = parser.parse_args()
+    if args.auroc:
+        return auroc(args)
     torch.set_num_threads(args.threads)
     peak = matmul_rate()
     print(f"ALGAN-feature, {args.threads} thread(s), hidden {args.hidden}, reading {args.reading}; sustained "
