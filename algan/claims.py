@@ -1,6 +1,12 @@
 """The claims ledger: one row per claim of the paper, judged from the tidy CSVs the pages save
 (`results/<page>_<profile>.csv`) by one stated rule, so it changes when the results do.
 
+Each row is one function of this module (`CLAIMS`, registered by `@claim` in the ledger's order), and every
+status the book states comes from one of them: the ledger, the landing page's table and each page's findings
+(`page_findings`). The pages' verdict sentences, each comparison against the paper in words with its size in
+standard errors (`below_reference`, `compare_with_paper`, `ablation_claims`, `hyperparameter_claims`,
+`speed_claims`, `verdict_lines`, ...), are here too; the pages (`algan.pages`) only print them.
+
 Rules (SE of a difference of two means over seeds: sqrt(s_a^2/n_a + s_b^2/n_b); the paper's numbers
 count as means over its 10 runs):
 - a claim that one thing beats another ("effect") is *reproduced* when our difference is 2 SE or more in
@@ -145,12 +151,6 @@ class Claim:
     claim: str
     paper: str
     judge: Callable[[dict, str], dict]
-
-    def __iter__(self):  # (csv, claim, paper, judge), as the rows were once tuples
-        return iter((self.csv, self.claim, self.paper, self.judge))
-
-    def __getitem__(self, i):
-        return tuple(self)[i]
 
 
 CLAIMS: list[Claim] = []  # in the ledger's order: the order of the functions below
@@ -474,10 +474,10 @@ def ledger(profile: str, results_dir=None, frames: Optional[dict] = None) -> pd.
     """One row per claim and reading: page, claim, the paper's number, reading, status, ours, difference."""
     frames = load(profile, results_dir) if frames is None else frames
     rows = []
-    for name, claim, theirs, judge in CLAIMS:
+    for c in CLAIMS:
         for reading in READINGS:
-            rows.append({"page": PAGES[name], "claim": claim, "paper": theirs, "reading": reading,
-                         **judge(frames, reading), "profile": profile})
+            rows.append({"page": PAGES[c.csv], "claim": c.claim, "paper": c.paper, "reading": reading,
+                         **c.judge(frames, reading), "profile": profile})
     frame = pd.DataFrame(rows)
     assert frame["status"].isin(STATUSES).all()
     return frame

@@ -137,7 +137,7 @@ def test_page_findings_lists_the_pages_claims_per_reading(tmp_path):
     _image_page("mvtec", "bottle", [0.95, 0.94, 0.96], {}).to_csv(tmp_path / "table1_cpu.csv", index=False)
     text = claims.page_findings("cpu", "table1_mvtec", tmp_path)
     lines = text.splitlines()
-    assert len(lines) == sum(c[0] == "table1" for c in claims.CLAIMS)
+    assert len(lines) == sum(c.csv == "table1" for c in claims.CLAIMS)
     assert lines[0].startswith("- ALGAN-image on MVTec bottle scores the paper's AUROC: `active` **not tested**; "
                                "`literal` **reproduced** (0.950 ± 0.010 (n=3)")
     assert claims.page_findings("cpu", "fig1_samples", tmp_path) == "This page's claims are not in the ledger."
