@@ -106,7 +106,7 @@ def _augment_words(args, data) -> str:
     ops = f"random {', '.join(OP_WORDS[op] for op in data.augmentations)}" if data.augmentations else "none"
     if args.dataset == "folder":
         return f"{ops} (--augment {args.augment or 'flip, the default'})"
-    from .experiments import DATASET_LABELS
+    from .runs.image import DATASET_LABELS
 
     what = f"MVTec-AD {data.category}" if args.dataset == "mvtec" else DATASET_LABELS[args.dataset]
     return f"{ops} (the paper's for {what})"
@@ -367,7 +367,7 @@ def _check_run_folders(cfg, save_as: str | None) -> None:
     """The run cache (and the results folder a --save-as CSV goes to) can be written, with room for a run."""
     from . import results
     from .detector import run_disk_bytes
-    from .experiments import RESULTS_DIR
+    from .results import RESULTS_DIR
 
     results.check_output_dir(results.default_runs_dir(), run_disk_bytes(cfg), "runs folder ($ALGAN_RUNS)")
     if save_as:
@@ -376,7 +376,7 @@ def _check_run_folders(cfg, save_as: str | None) -> None:
 
 def cmd_table(args) -> int:
     from .config import profile
-    from .experiments import image_auroc_table, summarize
+    from .pages.images import image_auroc_table, summarize
 
     overrides = _overrides(args.set)
     _check_run_folders(profile(args.profile, **overrides), args.save_as)  # bad keys and values stop here too
@@ -389,7 +389,8 @@ def cmd_table(args) -> int:
 
 def cmd_table2(args) -> int:
     from .config import profile
-    from .feature_runs import METHODS, table2, table2_display, table2_summary
+    from .pages.features import table2, table2_display, table2_summary
+    from .runs.feature import METHODS
 
     _check_run_folders(profile(args.profile, kind="feature"), args.save_as)
     tidy = table2(profile=args.profile, seeds=args.seeds, methods=args.methods or METHODS, sources=args.sources,
@@ -426,7 +427,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from .studies import study_grids
+    from .pages.studies import study_grids
     from .sweep import sweep, sweep_status
 
     grids = study_grids(args.profile, args.seeds, args.data_root)
@@ -439,7 +440,7 @@ def cmd_studies(args) -> int:
         print(f"skipped, their data is not under the data root: {', '.join(empty)}")
         names = [name for name in names if grids[name]]
     elif empty and not args.status:  # named ones
-        from .tabular import folder_of
+        from .runs.tabular import folder_of
 
         needs = {"tabular": f"ADBench's classical sets in {folder_of(args.data_root)}"}
         raise ValueError(f"study {', '.join(empty)}: nothing to run, its data is not under the data root ("
@@ -561,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("table2", help="run (cached) and summarise Table 2: ALGAN-feature and the feature baselines")
     f.add_argument("--profile", default="cpu", help="smoke, cpu or paper (default: cpu)")
     f.add_argument("--seeds", type=_seed, nargs="+", help="default: the profile's seeds")
-    f.add_argument("--methods", nargs="+", default=None, help="default: all of algan.feature_runs.METHODS")
+    f.add_argument("--methods", nargs="+", default=None, help="default: all of algan.runs.feature.METHODS")
     f.add_argument("--sources", nargs="+", default=None, help="adbench, mvtec, mtd, coil100 (default: the profile's)")
     f.add_argument("--data-root", help="default: $ALGAN_DATA")
     f.add_argument("--save-as", help="write results/<name>_<profile>.csv")

@@ -34,7 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import resume
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(os.environ.get("ALGAN_RESULTS", REPO_ROOT / "results"))  # the pages' CSVs (algan.pages)
 RUN_THREADS_ENV = "ALGAN_RUN_THREADS"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -382,8 +385,6 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
     the caller's count, for a task that measures the machine as it is, `timing`); config.json's
     provenance records the count (`torch_threads`, and in `device` on a CPU).
     """
-    from . import resume
-
     threads = run_threads() if pin_threads else None  # a bad $ALGAN_RUN_THREADS stops here, before any work
     folder = run_dir(args, runs_dir)
     if is_done(folder):
@@ -404,8 +405,8 @@ def cached_run(args: dict[str, Any], fn: Callable[[Path], dict[str, Any]], runs_
         if checkpoint_every is None:
             metrics = fn(folder)
         else:
-            with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": resume.code_version()},
-                                      checkpoint_every):
+            with resume.checkpointing(state, {"args": args, "resolved": resolved, "code": code_version()},
+                                      checkpoint_every, save=torch_save):
                 metrics = fn(folder)
             state.unlink(missing_ok=True)  # the run is complete: its training state is of no more use
     meta["wall_seconds"] = round(time.perf_counter() - start, 3)

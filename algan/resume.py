@@ -28,21 +28,19 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from . import results
-
 TRAINING_STATE = "training_state.pt"  # in a run's folder while it trains (git-ignored: results/runs/**/*.pt)
 FORMAT = "training-state-1"
 CHECKPOINT_EVERY = int(os.environ.get("ALGAN_CHECKPOINT_EVERY", "4"))  # epochs; 0: on signals only
 _ACTIVE: contextvars.ContextVar[Optional["Checkpoint"]] = contextvars.ContextVar("algan_checkpoint", default=None)
 
 
-code_version = results.code_version  # a hash of algan/*.py as this process read it
-
 
 @contextlib.contextmanager
-def checkpointing(path: str | Path, identity: dict[str, Any], every: int = CHECKPOINT_EVERY) -> Iterator[None]:
-    """Within the block, the (one) training loop checkpoints to `path` every `every` epochs and resumes from it."""
-    token = _ACTIVE.set(Checkpoint(Path(path), identity, every))
+def checkpointing(path: str | Path, identity: dict[str, Any], every: int = CHECKPOINT_EVERY, *,
+                  save: Callable[[Any, Path], None]) -> Iterator[None]:
+    """Within the block, the (one) training loop checkpoints to `path` every `every` epochs and resumes from it;
+    `save(state, path)` writes a state (the run cache's atomic `algan.results.torch_save`)."""
+    token = _ACTIVE.set(Checkpoint(Path(path), identity, every, save))
     try:
         yield
     finally:
@@ -50,8 +48,8 @@ def checkpointing(path: str | Path, identity: dict[str, Any], every: int = CHECK
 
 
 class Checkpoint:
-    def __init__(self, path: Path, identity: dict[str, Any], every: int):
-        self.path, self.identity, self.every = path, identity, every
+    def __init__(self, path: Path, identity: dict[str, Any], every: int, save: Callable[[Any, Path], None]):
+        self.path, self.identity, self.every, self.save = path, identity, every, save
         self.stop: Optional[int] = None  # the signal received, if any
 
     def restore(self) -> Optional[dict]:
@@ -71,7 +69,7 @@ class Checkpoint:
         """Write `state()` when the epoch is due (or a signal came); then stop if a signal came."""
         if self.stop is None and not (self.every and epoch % self.every == 0):
             return
-        results.torch_save({"format": FORMAT, "identity": self.identity, "epoch": epoch, **state()}, self.path)
+        self.save({"format": FORMAT, "identity": self.identity, "epoch": epoch, **state()}, self.path)
         if self.stop == signal.SIGINT:
             raise KeyboardInterrupt(f"stopped after epoch {epoch}; the run resumes from {self.path}")
         if self.stop is not None:
@@ -108,7 +106,7 @@ def session(loop_identity: dict[str, Any]) -> Iterator[Optional[Checkpoint]]:
     if active is None:
         yield None
         return
-    ckpt = Checkpoint(active.path, {**active.identity, "loop": loop_identity}, active.every)
+    ckpt = Checkpoint(active.path, {**active.identity, "loop": loop_identity}, active.every, active.save)
     with ckpt.handling_signals():
         yield ckpt
 

@@ -1,8 +1,8 @@
 """Sweeps: a grid of runs, expanded to run-cache entries and run where they are not done yet.
 
 A grid is a dict whose values are scalars or lists (the Cartesian product), or a list of such dicts
-(their union, de-duplicated): `method` (an image method of `experiments.METHODS`, or
-`feature:<name>` for `feature_runs.METHODS`, `tabular:<name>` for `tabular.METHODS`), `dataset` (mvtec, mtd,
+(their union, de-duplicated): `method` (an image method of `algan.runs.image.METHODS`, or `feature:<name>`
+for `algan.runs.feature.METHODS`, `tabular:<name>` for `algan.runs.tabular.METHODS`), `dataset` (mvtec, mtd,
 coil100; adbench for feature methods; classical for tabular methods: the data root's adbench/classical/),
 `category` (MVTec-AD / ADBench / classical: names or "all" = every category or set under the data root),
 `seed`, `profile`, and dotted config keys (`train.sigma`, `model.image_size`, ...). Each point is one
@@ -38,20 +38,21 @@ from typing import Any, Iterator, Optional
 
 import pandas as pd
 
-from . import experiments, feature_runs, results, tabular
+from . import results
+from .runs import feature as feature_runs, image as image_runs, tabular as tabular_runs
 from .config import PROFILES, READINGS, ModelConfig, TrainConfig, profile as make_profile, reading_overrides
 from .data import DataError, MVTEC_CATEGORIES, resolve_root
 from .data.common import require_dir
 
 FEATURE_PREFIX = "feature:"
-TABULAR_PREFIX = tabular.PREFIX
+TABULAR_PREFIX = tabular_runs.PREFIX
 IMAGE_DATASETS = ("mvtec", "mtd", "coil100")
 FEATURE_SOURCES = ("adbench",) + feature_runs.IMAGE_SOURCES
-WITH_CATEGORIES = ("mvtec", "adbench", tabular.DATASET)
+WITH_CATEGORIES = ("mvtec", "adbench", tabular_runs.DATASET)
 RUN_KEYS = ("method", "dataset", "category", "seed", "profile", "reading")
 REQUIRED_KEYS = ("method", "dataset", "seed", "profile")
-METHODS = (tuple(experiments.METHODS) + tuple(FEATURE_PREFIX + m for m in feature_runs.METHODS)
-           + tuple(TABULAR_PREFIX + m for m in tabular.METHODS))
+METHODS = (tuple(image_runs.METHODS) + tuple(FEATURE_PREFIX + m for m in feature_runs.METHODS)
+           + tuple(TABULAR_PREFIX + m for m in tabular_runs.METHODS))
 # Methods set up by algan.config; the others (kNN, the feature baselines, PyOD's) take no config keys.
 CONFIG_METHODS = frozenset({"algan", "ganomaly", "skip_ganomaly", "alocc", FEATURE_PREFIX + "algan",
                             TABULAR_PREFIX + "algan"})
@@ -94,8 +95,8 @@ class RunSpec:
         return results.run_dir(self.args, runs_dir)
 
     def run(self, data_root=None, runs_dir=None) -> dict[str, Any]:
-        fn = {"image": experiments.run_image, "feature": feature_runs.run_feature,
-              "tabular": tabular.run_tabular}[self.kind]
+        fn = {"image": image_runs.run_image, "feature": feature_runs.run_feature,
+              "tabular": tabular_runs.run_tabular}[self.kind]
         return fn(**self.kwargs, data_root=data_root, runs_dir=runs_dir)
 
 
@@ -132,9 +133,9 @@ def _expand_one(grid, data_root) -> Iterator[RunSpec]:
         if key not in grid:
             raise ValueError(f"grid key {key!r} missing: expected a value or a list of values")
     tabular_sets = None
-    if tabular.DATASET in _values("dataset", grid["dataset"]) and "category" in grid:
+    if tabular_runs.DATASET in _values("dataset", grid["dataset"]) and "category" in grid:
         try:
-            tabular_sets = tabular.tabular_sets(data_root)
+            tabular_sets = tabular_runs.tabular_sets(data_root)
         except DataError:
             tabular_sets = []
     axes = {key: _values(key, value, tabular_sets) for key, value in grid.items()}
@@ -150,7 +151,7 @@ def _expand_one(grid, data_root) -> Iterator[RunSpec]:
                     axes["profile"], axes.get("reading", ["literal"]), *(axes[k] for k in config_keys), axes["seed"]):
                 # a reading is a set of config keys; keys the grid names win over it
                 overrides = {**reading_overrides(reading, "image" if kind == "image" else "feature",
-                                                 baseline=method in experiments.GAN_BASELINES),
+                                                 baseline=method in image_runs.GAN_BASELINES),
                              **dict(zip(config_keys, values))}
                 yield make_spec(method, dataset, category, profile, seed, overrides)
 
@@ -173,7 +174,7 @@ def _values(key: str, value, tabular_sets=None) -> list:
             ok = isinstance(v, (int, float) if kind is float else kind) and (kind is bool or not isinstance(v, bool))
             expected = kind.__name__
         else:
-            known = {"method": METHODS, "dataset": IMAGE_DATASETS + ("adbench", tabular.DATASET),
+            known = {"method": METHODS, "dataset": IMAGE_DATASETS + ("adbench", tabular_runs.DATASET),
                      "profile": tuple(PROFILES), "reading": tuple(READINGS),
                      "category": MVTEC_CATEGORIES + tuple(tabular_sets or ()) + ("all",)}.get(key)
             ok = (isinstance(v, int) and not isinstance(v, bool)) if key == "seed" else v in known
@@ -188,16 +189,16 @@ def _categories(dataset: str, given: Optional[list], data_root) -> list[Optional
         return [None]
     if given is None:
         raise ValueError(f"grid key 'category' missing: data set {dataset!r} needs category names or 'all'")
-    if dataset == tabular.DATASET:
-        present = tabular.tabular_sets(data_root)
+    if dataset == tabular_runs.DATASET:
+        present = tabular_runs.tabular_sets(data_root)
         unknown = [c for c in given if c != "all" and c not in present]
         if unknown:
             raise ValueError(f"grid key 'category': {unknown} are not tabular sets under the data root "
-                             f"({tabular.folder_of(data_root)}); expected some of {present} or 'all'")
+                             f"({tabular_runs.folder_of(data_root)}); expected some of {present} or 'all'")
         return present if "all" in given else list(given)
     if "all" not in given:
         return list(given)
-    return (experiments.categories_present(dataset, data_root) if dataset == "mvtec"
+    return (image_runs.categories_present(dataset, data_root) if dataset == "mvtec"
             else feature_runs.adbench_categories(data_root))
 
 
@@ -208,9 +209,9 @@ def make_spec(method: str, dataset: str, category: Optional[str], profile: str, 
     if kind == "image" and dataset not in IMAGE_DATASETS:
         raise ValueError(f"dataset {dataset!r} with method {method!r}: image methods take one of "
                          f"{list(IMAGE_DATASETS)}; use feature:<method> for {dataset}")
-    if (kind == "tabular") != (dataset == tabular.DATASET):
+    if (kind == "tabular") != (dataset == tabular_runs.DATASET):
         raise ValueError(f"dataset {dataset!r} with method {method!r}: tabular methods (tabular:<name>) take "
-                         f"dataset {tabular.DATASET!r}, and it takes only them")
+                         f"dataset {tabular_runs.DATASET!r}, and it takes only them")
     config_kind = "image" if kind == "image" else "feature"
     if method in CONFIG_METHODS:
         make_profile(profile, kind=config_kind, **overrides)  # checks the values
@@ -221,11 +222,11 @@ def make_spec(method: str, dataset: str, category: Optional[str], profile: str, 
     if kind == "image":
         kwargs = dict(method=method, dataset=dataset, category=category, profile=profile, seed=seed,
                       overrides=overrides)
-        return RunSpec("image", kwargs, experiments.image_run_args(method, dataset, category, profile, seed, overrides))
+        return RunSpec("image", kwargs, image_runs.image_run_args(method, dataset, category, profile, seed, overrides))
     if kind == "tabular":
         name = method[len(TABULAR_PREFIX):]
         kwargs = dict(method=name, dataset=dataset, category=category, profile=profile, seed=seed, overrides=overrides)
-        return RunSpec("tabular", kwargs, tabular.tabular_run_args(name, category, profile, seed, overrides))
+        return RunSpec("tabular", kwargs, tabular_runs.tabular_run_args(name, category, profile, seed, overrides))
     name = method[len(FEATURE_PREFIX):]
     kwargs = dict(method=name, source=dataset, category=category, profile=profile, seed=seed, overrides=overrides)
     return RunSpec("feature", kwargs, feature_runs.feature_run_args(name, dataset, category, profile, seed, None,
@@ -238,11 +239,11 @@ def check_data(specs: list[RunSpec], data_root=None) -> Path:
     fix = "point the data root (--data-root or $ALGAN_DATA) at the folder holding mvtec/, mtd/, coil-100/, adbench/"
     for dataset, category in dict.fromkeys((s.kwargs.get("dataset", s.kwargs.get("source")), s.kwargs["category"])
                                            for s in specs):
-        if dataset == tabular.DATASET:  # small files: each is read and split here, before any run starts
-            path = root / tabular.TABULAR_DIR / f"{category}.npz"
+        if dataset == tabular_runs.DATASET:  # small files: each is read and split here, before any run starts
+            path = root / tabular_runs.TABULAR_DIR / f"{category}.npz"
             if not path.is_file():
                 raise DataError(f"{path}: file not found, expected a tabular set (X, y); {fix}")
-            tabular.load_tabular(category, 0, "cpu", data_root=root)
+            tabular_runs.load_tabular(category, 0, "cpu", data_root=root)
             continue
         if dataset == "adbench":
             path = root / feature_runs.ADBENCH_DIR / f"{category}.npz"

@@ -1,4 +1,5 @@
-"""Speed of every method, measured side by side in one process (Tables 5 and 6, Figure 6).
+"""Speed of every method, measured side by side in one process (Tables 5 and 6, Figure 6): a runs-level
+measurement, one run of the run cache per profile and device (`timing_run`); the page is `algan.pages.speed`.
 
 Per method: prediction ms per image at batch 1 and at a large batch (median of `reps` timed calls
 after a warm-up, and the spread max - min), FLOPs and bytes moved per image, the roofline floor (the
@@ -23,7 +24,6 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -243,7 +243,7 @@ def _batched_seconds(fn: Callable, x: torch.Tensor, device: torch.device) -> flo
 
 def _feature_method(name: str, profile: str, n_train: int, n_val: int, device: torch.device) -> Timed:
     from .extract import default_engine, load_backbone, load_extractor, rotate_batch, rotation_angles
-    from .feature_runs import PATCH_METHODS, settings
+    from .runs.feature import PATCH_METHODS, settings
 
     s = settings(profile)
     engine = default_engine(device)
@@ -437,105 +437,3 @@ def timing_run(profile: str = "smoke", *, batch: int = 64, reps: int = 5, device
     # the machine as it is (its thread count is in `args`), not pinned to the runs' thread count
     run = results.cached_run(args, execute, runs_dir, device=device, pin_threads=False)
     return pd.read_csv(run["folder"] / "timing.csv").assign(run=run["folder"].name)
-
-
-def _ratio_range(frame: pd.DataFrame, methods, ref: str) -> tuple[float, float]:
-    r = frame.set_index("method").loc[[m for m in methods if m in set(frame["method"])], f"x_{ref}"]
-    return (float(r.min()), float(r.max())) if len(r) else (math.nan, math.nan)
-
-
-def speed_claims(frame: pd.DataFrame) -> str:
-    """Our batch-1 speed-ups beside the paper's (Table 5's text)."""
-    from . import paper
-
-    p = paper.TABLE5
-    lines = []
-    ref = frame.set_index("method")
-    if "algan" in ref.index:
-        lo, hi = _ratio_range(frame, [m for m in IMAGE_METHODS if m != "algan"], "algan_image")
-        lines.append(f"ALGAN-image: {ref.loc['algan', 'predict_ms_b1']:.2f} ms per image at batch 1 "
-                     f"({ref.loc['algan', 'input']}, {ref.loc['algan', 'device']}); the paper: "
-                     f"{p['algan_image_ms']} ms ({p['image_size']}x{p['image_size']}, {p['device']}).")
-        lines.append(f"The other image-based methods take {lo:.1f} to {hi:.1f} times as long as ALGAN-image "
-                     f"(the paper: {p['image_ratio'][0]} to {p['image_ratio'][1]}).")
-    if "algan_feature" in ref.index:
-        lo, hi = _ratio_range(frame, [m for m in FEATURE_METHODS if m != "algan_feature"], "algan_feature")
-        lines.append(f"The other feature-based methods take {lo:.2f} to {hi:.2f} times as long as ALGAN-feature "
-                     f"(the paper: {p['feature_ratio'][0]} to {p['feature_ratio'][1]}).")
-        faster = ref.loc[[m for m in FEATURE_METHODS if m in ref.index and m != "algan_feature"], "x_algan_feature"]
-        slower = list(faster[faster < 1].index)
-        if slower:
-            lines.append("Faster than ALGAN-feature here: " + ", ".join(LABELS[m] for m in slower) + ".")
-        pooled = ref.loc[[m for m in ("algan_feature", "spade", "mahalanobis", "differnet") if m in ref.index]]
-        patch = ref.loc[[m for m in ("padim", "patchcore_25", "patchcore_10", "patchcore_1") if m in ref.index]]
-        if len(pooled) and len(patch):
-            lines.append(f"Why: every feature method shares the backbone, which is nearly all of the work. The pooled "
-                         f"methods run it to the end on every rotation ({pooled['gflops_per_image'].min():.2f}-"
-                         f"{pooled['gflops_per_image'].max():.2f} GFLOP per image), the patch methods only up to "
-                         f"its mid-level stages, once ({patch['gflops_per_image'].min():.2f}-"
-                         f"{patch['gflops_per_image'].max():.2f} GFLOP); what follows the backbone differs little.")
-    if "algan" in ref.index:
-        x = ref.loc["algan", "x_floor"]
-        lines.append(f"ALGAN-image's batched scoring takes {x:.2f} times its roofline floor (the longer of its "
-                     f"FLOPs at this device's sustained rate and its bytes at its memory bandwidth).")
-    feature = ref.loc[[m for m in FEATURE_METHODS if m in ref.index]]
-    if len(feature):
-        worst = feature[["x_floor_b1", "x_floor"]].max(axis=1)
-        over = ", ".join(f"{LABELS[m]} ({x:.1f}x)" for m, x in worst[worst > 2].items())
-        lines.append(f"The feature methods take {feature[['x_floor_b1', 'x_floor']].min().min():.1f} to "
-                     f"{worst.max():.1f} times their roofline floor (batch 1 and batched); "
-                     + (f"more than 2x: {over}." if over else "every one is within 2x of it."))
-    return "\n".join(lines)
-
-
-def table5_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Prediction time per image: batch 1 (median +- spread), batched, FLOPs and bytes moved (batched),
-    the time over the roofline floor at batch 1 and batched, memory."""
-    f = frame.copy()
-    ratio = np.where(f["method"].isin(list(IMAGE_METHODS)), f["x_algan_image"], f["x_algan_feature"])
-    return pd.DataFrame({
-        "method": f["label"], "input": f["input"],
-        "ms / image, batch 1": [f"{m:.2f} ± {s:.2f}" for m, s in zip(f["predict_ms_b1"], f["predict_ms_b1_spread"])],
-        "x ALGAN (same kind)": [f"{r:.2f}" for r in ratio],
-        f"ms / image, batch {int(f['batch'].iloc[0])}": [f"{m:.3f}" for m in f["predict_ms"]],
-        "GFLOP / MB per image": [f"{g:.3f} / {b:.1f}" for g, b in zip(f["gflops_per_image"], f["mb_per_image"])],
-        "x floor (batch 1 / batched)": [f"{a:.1f} / {b:.1f}" for a, b in zip(f["x_floor_b1"], f["x_floor"])],
-        "peak MiB": [f"{m:.0f}" for m in f["peak_mem_mib"]],
-    })
-
-
-def table6_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Training time: seconds per epoch and per full run at the profile's epochs (projected)."""
-    f = frame.copy()
-    return pd.DataFrame({"method": f["label"], "input": f["input"],
-                         "s / epoch": [("-" if math.isnan(v) else f"{v:.2f}") for v in f["train_s_per_epoch"]],
-                         "s / full run": [f"{v:.0f}" for v in f["train_s_full"]],
-                         "x ALGAN-image": [f"{v / f.loc[f['method'] == 'algan', 'train_s_full'].iloc[0]:.1f}"
-                                           if (f["method"] == "algan").any() else "-" for v in f["train_s_full"]]})
-
-
-def figure6_frame(frame: pd.DataFrame, profile: str, dataset: str = "mvtec", results_dir=None) -> pd.DataFrame:
-    """Batch-1 prediction time beside the mean test AUROC from the results CSVs at the same profile:
-    MVTec bottle (Table 1 for the image methods, Table 2's bottle runs for the feature methods) or MTD
-    (Table 3, and Table 2's MTD runs). The feature runs use the backbone and rotations timed here; the
-    image methods' AUROC is their `literal` reading's, the settings timed here (other readings' rows left out)."""
-    from .experiments import RESULTS_DIR
-
-    image_csv, category = {"mvtec": ("table1", "bottle"), "mtd": ("table3", "mtd")}[dataset]
-    base = Path(results_dir or RESULTS_DIR)
-    aucs = {}
-    t1, t2 = base / f"{image_csv}_{profile}.csv", base / f"table2_{profile}.csv"
-    if t1.exists():
-        t = pd.read_csv(t1).query("metric == 'test_auroc' and category == @category")
-        t = t[t["reading"] != "active"] if "reading" in t else t
-        aucs.update(t.groupby("method")["value"].agg(["mean", "std", "count"]).T.to_dict())
-    if t2.exists():
-        t = pd.read_csv(t2).query("metric == 'test_auroc' and source == @dataset and category == @category")
-        for m, g in t.groupby("method"):
-            aucs["algan_feature" if m == "algan" else m] = {"mean": g["value"].mean(), "std": g["value"].std(),
-                                                            "count": len(g)}
-    out = frame[["method", "label", "predict_ms_b1"]].copy()
-    for k in ("mean", "std", "count"):
-        out[f"auroc_{k}"] = [aucs.get(m, {}).get(k, math.nan) for m in out["method"]]
-    out["kind"] = np.where(out["method"].isin(list(IMAGE_METHODS)), "image", "feature")
-    return out.assign(dataset=category)

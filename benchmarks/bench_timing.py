@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from algan import results, timing
+from algan import claims, results, timing
 from algan.config import profile as make_profile
 from algan.detector import ALGAN
 from algan.score import discriminator_scores
@@ -119,7 +119,7 @@ def main() -> None:
                 "train_s_per_epoch", "train_s_full", "x_algan_image", "x_algan_feature"]
         print("\nevery method (Tables 5 and 6):")
         print(table[cols].to_string(index=False, float_format=fmt))
-        print(timing.speed_claims(table))
+        print(claims.speed_claims(table))
         frames.append(table.assign(what="methods"))
     out = OUT / f"bench_timing_{args.profile}_{device.type}.csv"
     results.write_csv(out, pd.concat(frames, ignore_index=True).assign(

@@ -27,10 +27,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from algan import experiments, resume, results
+from algan import results, resume
 from algan.config import reading_overrides
 from algan.data import DataError
 from algan.pack import check_pack
+from algan.runs import image as RI
 
 PACK = "paper-gpu"
 DATA = (("mvtec", "bottle"), ("mtd", None))
@@ -48,8 +49,8 @@ def plan(seeds) -> list[dict]:
 
 
 def folder_of(job: dict, profile: str, runs_dir: Path) -> Path:
-    return results.run_dir(experiments.image_run_args(job["method"], job["dataset"], job["category"], profile,
-                                                      job["seed"], job["overrides"]), runs_dir)
+    return results.run_dir(RI.image_run_args(job["method"], job["dataset"], job["category"], profile,
+                                             job["seed"], job["overrides"]), runs_dir)
 
 
 class Budget:
@@ -116,9 +117,9 @@ def run_job(job: dict, profile: str, data_root, runs_dir: Path, device: str, che
             timer.daemon = True
             timer.start()
         t0, was_done = time.monotonic(), results.is_done(folder_of(job, profile, runs_dir))
-        run = experiments.run_image(job["method"], job["dataset"], category=job["category"], profile=profile,
-                                    seed=job["seed"], overrides=job["overrides"], data_root=data_root,
-                                    runs_dir=runs_dir, device=device, checkpoint_every=checkpoint_every)
+        run = RI.run_image(job["method"], job["dataset"], category=job["category"], profile=profile,
+                           seed=job["seed"], overrides=job["overrides"], data_root=data_root,
+                           runs_dir=runs_dir, device=device, checkpoint_every=checkpoint_every)
         if timer is not None:
             timer.cancel()
         return {"state": "cached" if was_done else "done", "seconds": time.monotonic() - t0,
@@ -161,7 +162,7 @@ def run_parallel(jobs: list[dict], n: int, profile: str, args, runs_dir: Path, d
 
 
 def tidy(jobs: list[dict], profile: str, runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows of the finished runs (experiments.tidy_rows + the variant) and every run's state."""
+    """Rows of the finished runs (RI.tidy_rows + the variant) and every run's state."""
     rows, states = [], []
     for job in jobs:
         folder = folder_of(job, profile, runs_dir)
@@ -170,7 +171,7 @@ def tidy(jobs: list[dict], profile: str, runs_dir: Path) -> tuple[pd.DataFrame, 
         states.append({k: job[k] for k in ("variant", "dataset", "category", "seed")} | {"state": state,
                                                                                         "run": folder.name})
         if state == "done":
-            rows += [{"variant": job["variant"], **r} for r in experiments.tidy_rows(results.load_run(folder))]
+            rows += [{"variant": job["variant"], **r} for r in RI.tidy_rows(results.load_run(folder))]
     return pd.DataFrame(rows), pd.DataFrame(states)
 
 

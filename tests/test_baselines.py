@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algan.experiments import METHODS
+from algan.runs.image import METHODS
 
 from algan.config import profile
 from algan.data.splits import ImageSplit, Splits

@@ -137,7 +137,56 @@ def test_page_findings_lists_the_pages_claims_per_reading(tmp_path):
     _image_page("mvtec", "bottle", [0.95, 0.94, 0.96], {}).to_csv(tmp_path / "table1_cpu.csv", index=False)
     text = claims.page_findings("cpu", "table1_mvtec", tmp_path)
     lines = text.splitlines()
-    assert len(lines) == sum(c[0] == "table1" for c in claims.CLAIMS)
+    assert len(lines) == sum(c.csv == "table1" for c in claims.CLAIMS)
     assert lines[0].startswith("- ALGAN-image on MVTec bottle scores the paper's AUROC: `active` **not tested**; "
                                "`literal` **reproduced** (0.950 ± 0.010 (n=3)")
     assert claims.page_findings("cpu", "fig1_samples", tmp_path) == "This page's claims are not in the ledger."
+
+
+def test_each_claim_of_the_ledger_has_exactly_one_function():
+    """The ledger's claims, from a ledger of no results, are CLAIMS' in order; each is judged by a function of
+    its own, named, defined in algan.claims and reachable there by its name."""
+    frame = claims.ledger("cpu", frames={})
+    listed = list(dict.fromkeys(frame["claim"]))
+    assert listed == [c.claim for c in claims.CLAIMS] and len(listed) == len(claims.CLAIMS)
+    judges = [c.judge for c in claims.CLAIMS]
+    assert len(set(judges)) == len(judges)  # no function judges two claims
+    for c in claims.CLAIMS:
+        assert c.judge.__module__ == "algan.claims" and not c.judge.__name__.startswith(("_", "<"))
+        assert getattr(claims, c.judge.__name__) is c.judge, c.claim
+        assert c.csv in claims.PAGES
+    assert len({c.judge.__name__ for c in claims.CLAIMS}) == len(judges)
+
+
+def test_no_status_is_decided_outside_the_claims_module():
+    """The statuses the book states come from algan.claims: no other module of the library, and no page's code,
+    spells one out or applies the SE rule itself."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(claims.__file__).resolve().parents[1]
+    words = re.compile(r"\b(not reproduced|reproduced|inconclusive|not tested|SIGNIFICANT_SE|effect_status|"
+                       r"value_status|level_status)\b")
+    for path in (root / "algan").rglob("*.py"):
+        if path.name != "claims.py":
+            assert not words.search(path.read_text()), path
+    for path in (root / "notebooks").glob("*.ipynb"):
+        code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                         if c["cell_type"] == "code")
+        assert not words.search(code), path
+        if "page_findings" in code:
+            assert re.search(r"claims\.page_findings\(profile, \"" + path.stem + r"\"\)", code), path
+
+
+def test_the_pages_verdict_sentences_are_the_claims_modules():
+    """Each page's verdict sentence (what it prints of its comparisons against the paper) is a function of
+    algan.claims that the pages' modules do not define."""
+    from algan.pages import common, features, images, speed, studies, tabular
+
+    for name in ("below_reference", "margin_over_baselines", "near_perfect", "rank_among_gans", "compare_with_paper",
+                 "feature_scaling_verdict", "ablation_claims", "hyperparameter_claims", "difference", "speed_claims",
+                 "verdict_lines"):
+        assert getattr(claims, name).__module__ == "algan.claims"
+        for page in (common, features, images, speed, studies, tabular):
+            assert getattr(page, name, None) in (None, getattr(claims, name)), (page.__name__, name)

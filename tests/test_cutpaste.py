@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from algan import feature_runs as FR, results
-from algan.models import CutPaste
-from algan.models import cutpaste as cp
+from algan import results
+from algan.models import CutPaste, cutpaste as cp
 from algan.models.feature_baselines import MahalanobisAD
+from algan.pages import features as FT
+from algan.runs import feature as RF
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small networks (conftest)
 
@@ -163,7 +164,7 @@ def test_bad_input_and_settings(fitted, bottle):
 
 
 def test_table2_run_on_bottle_and_not_applicable_on_adbench(tmp_path, data_root):
-    run = FR.run_feature("cutpaste", "mvtec", category="bottle", profile="smoke", seed=0,
+    run = RF.run_feature("cutpaste", "mvtec", category="bottle", profile="smoke", seed=0,
                          overrides={"steps": 2}, data_root=data_root, runs_dir=tmp_path)
     m = run["metrics"]
     assert 0 <= m["test_auroc"] <= 1 and m["dim"] == 1280 and m["steps"] == 2 and m["input"] == "images 32 px"
@@ -175,13 +176,13 @@ def test_table2_run_on_bottle_and_not_applicable_on_adbench(tmp_path, data_root)
     from algan.data import load_dataset
     assert m["split_hash"] == load_dataset("mvtec", data_root, category="bottle", image_size=8, seed=0).split_hash()
     with pytest.raises(ValueError, match="not applicable"):
-        FR.run_feature("cutpaste", "adbench", category="bottle", profile="smoke", data_root=data_root,
+        RF.run_feature("cutpaste", "adbench", category="bottle", profile="smoke", data_root=data_root,
                        runs_dir=tmp_path)
-    rows = FR.table2(profile="smoke", methods=["cutpaste"], sources=["adbench"], data_root=data_root,
+    rows = FT.table2(profile="smoke", methods=["cutpaste"], sources=["adbench"], data_root=data_root,
                      runs_dir=tmp_path, progress=False)
     assert rows["metric"].tolist() == ["not_applicable"] and "pooled" in rows["note"].iloc[0]
-    tidy = pd.DataFrame(FR.tidy(run))
-    shown = FR.table2_display(FR.table2_summary(tidy))
+    tidy = pd.DataFrame(RF.tidy(run))
+    shown = FT.table2_display(FT.table2_summary(tidy))
     assert shown["mvtec"].loc["CutPaste", "ours, ALL"] == "not applicable"
     assert shown["mvtec"].loc["CutPaste", "paper, ALL"] == "0.961"
     assert "CutPaste" in shown["images"].index

@@ -4,7 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from algan import experiments, results
+from algan import config, results
+from algan.pages import images as IM
+from algan.runs import image as RI
 
 
 def test_cached_run_never_repeats_and_resumes(tmp_path):
@@ -51,8 +53,8 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
-    tidy = experiments.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
-                                         runs_dir=tmp_path, progress=False, methods=("algan",))
+    tidy = IM.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
+                                runs_dir=tmp_path, progress=False, methods=("algan",))
     auc = tidy[tidy.metric == "test_auroc"]
     assert len(auc) == 1 and 0.0 <= auc.value.iloc[0] <= 1.0
     assert {"profile", "seed", "device", "commit", "wall_seconds", "split_hash"} <= set(tidy.columns)
@@ -67,40 +69,40 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     assert (folder / "history.csv").exists() and (folder / "samples.png").exists()  # a reading's point: Figure 1's
     size = sum(f.stat().st_size for f in folder.iterdir() if f.name not in ("model.pt", "samples.png"))
     assert size < 20_000, size  # what results/ keeps of a run, less the figure's samples
-    summary = experiments.summarize(tidy)
+    summary = IM.summarize(tidy)
     assert summary.paper_mean.iloc[0] == 0.948  # Tables 8/10, bottle at the defaults
 
 
 def test_only_runs_a_figure_shows_keep_samples():
     def args(overrides, dataset="mvtec", category="bottle", method="algan"):
-        return experiments.image_run_args(method, dataset, category, "cpu", 0, overrides)
+        return RI.image_run_args(method, dataset, category, "cpu", 0, overrides)
 
-    active = experiments.reading_overrides("active")
-    assert experiments.shows_samples(args({})) and experiments.shows_samples(args(active))  # Figure 1's
-    assert experiments.shows_samples(args({**active, "train.fake_bn_stats": "batch"}))  # the readings page's
-    assert not experiments.shows_samples(args({"train.sigma": 2.0}))  # a study's variation
-    assert not experiments.shows_samples(args({**active, "train.use_buffer": False}))
-    assert not any(experiments.shows_samples(args(over)) for over in experiments.READINGS.values() if over)
-    assert not experiments.shows_samples(args({}, "mtd", None))
-    assert not experiments.shows_samples(args(active, "mvtec", "cable"))
-    assert not experiments.shows_samples(args({}, method="ganomaly"))
+    active = config.reading_overrides("active")
+    assert RI.shows_samples(args({})) and RI.shows_samples(args(active))  # Figure 1's
+    assert RI.shows_samples(args({**active, "train.fake_bn_stats": "batch"}))  # the readings page's
+    assert not RI.shows_samples(args({"train.sigma": 2.0}))  # a study's variation
+    assert not RI.shows_samples(args({**active, "train.use_buffer": False}))
+    assert not any(RI.shows_samples(args(over)) for over in IM.READINGS.values() if over)
+    assert not RI.shows_samples(args({}, "mtd", None))
+    assert not RI.shows_samples(args(active, "mvtec", "cable"))
+    assert not RI.shows_samples(args({}, method="ganomaly"))
 
 
 def test_a_table_shows_another_reading_from_finished_runs_only(tmp_path, data_root):
     kw = dict(profile="smoke", categories=["bottle"], data_root=data_root, runs_dir=tmp_path, progress=False,
               methods=("algan",), also={"active": ("algan",)})
-    before = experiments.image_auroc_table("mvtec", **kw)
+    before = IM.image_auroc_table("mvtec", **kw)
     assert len([p for p in tmp_path.iterdir() if p.name != "_splits"]) == 1  # the literal run, not the active
     assert "1 of 1 runs not made yet" in before.loc[before.metric == "missing_data", "note"].iloc[0]
-    experiments.run_image("algan", "mvtec", category="bottle", profile="smoke", data_root=data_root,
-                          runs_dir=tmp_path, overrides=experiments.reading_overrides("active"))
-    after = experiments.image_auroc_table("mvtec", **kw)
+    RI.run_image("algan", "mvtec", category="bottle", profile="smoke", data_root=data_root,
+                 runs_dir=tmp_path, overrides=config.reading_overrides("active"))
+    after = IM.image_auroc_table("mvtec", **kw)
     assert "missing_data" not in set(after.metric)
     assert set(after.reading) == {"literal", "active"}
-    summary = experiments.summarize(after)
+    summary = IM.summarize(after)
     assert set(summary.method) == {"algan", "algan [active]"}
-    assert experiments.method_label("algan [active]") == "ALGAN-image (active reading)"
-    table = experiments.auroc_table(summary)
+    assert RI.method_label("algan [active]") == "ALGAN-image (active reading)"
+    table = IM.auroc_table(summary)
     assert list(zip(table["method"], table["reading"])) == [("ALGAN-image", "literal"), ("ALGAN-image", "active")]
     assert (table["ours − paper"] != "").all()  # both readings are compared with the paper's number
 
@@ -109,22 +111,22 @@ def test_an_override_equal_to_the_profile_names_the_profiles_run():
     """run_image and the sweep runner name a run alike: a reading's key at the profile's value drops out."""
     from algan.sweep import make_spec
     over = {"train.fake_bn_stats": "running", "train.buffer_size": "data"}
-    args = experiments.image_run_args("algan", "mvtec", "bottle", "cpu", 0, over)
+    args = RI.image_run_args("algan", "mvtec", "bottle", "cpu", 0, over)
     assert args["overrides"] == {"train.buffer_size": "data"}
     assert make_spec("algan", "mvtec", "bottle", "cpu", 0, over).hash == results.config_hash(args)
 
 
 def test_missing_data_set_is_one_row_not_a_traceback(tmp_path):
     (tmp_path / "root").mkdir()
-    tidy = experiments.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",
-                                         runs_dir=tmp_path / "runs", progress=False)
+    tidy = IM.image_auroc_table("mtd", profile="smoke", data_root=tmp_path / "root",
+                                runs_dir=tmp_path / "runs", progress=False)
     assert list(tidy.metric) == ["missing_data"] * 2 and "mtd" in tidy.note.iloc[0]  # one row per method
     assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_profile_fails_at_once():
     with pytest.raises(ValueError, match="unknown profile 'gpu'"):
-        experiments.image_auroc_table("mvtec", profile="gpu")
+        IM.image_auroc_table("mvtec", profile="gpu")
 
 
 def test_changed_defaults_invalidate_a_finished_run(tmp_path):
@@ -152,19 +154,19 @@ def test_a_setting_added_later_keeps_old_runs_only_at_the_value_they_used(tmp_pa
 
 def test_empty_root_gives_missing_rows(tmp_path):
     (tmp_path / "root").mkdir()
-    tidy = experiments.image_auroc_table("mvtec", profile="smoke", data_root=tmp_path / "root",
-                                         runs_dir=tmp_path / "runs", progress=False)
+    tidy = IM.image_auroc_table("mvtec", profile="smoke", data_root=tmp_path / "root",
+                                runs_dir=tmp_path / "runs", progress=False)
     assert set(tidy.metric) == {"missing_data"} and "mvtec" in tidy.note.iloc[0]
-    fig1 = experiments.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs")
+    fig1 = IM.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs")
     assert list(fig1.metric) == ["missing_data"]
 
 
 def test_score_aurocs_one_row_per_dataset_reading_seed_and_saved(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     scores = pd.DataFrame({"label": [0, 0, 1, 1, 0, 1], "score": [0.1, 0.5, 0.4, 0.9, 0.2, 0.3],
                            "dataset": "mtd", "reading": "literal", "seed": [0, 0, 0, 0, 1, 1],
                            "profile": "smoke", "run": ["a"] * 4 + ["b"] * 2})
-    table = experiments.score_aurocs(scores, save_as="fig5_histograms", profile="smoke")
+    table = IM.score_aurocs(scores, save_as="fig5_histograms", profile="smoke")
     assert list(table["seed"]) == [0, 1] and list(table["run"]) == ["a", "b"]
     assert table["value"].tolist() == [0.75, 1.0]
     assert table[["normal", "anomalous"]].values.tolist() == [[2, 2], [1, 1]]
@@ -172,9 +174,9 @@ def test_score_aurocs_one_row_per_dataset_reading_seed_and_saved(tmp_path, monke
 
 
 def test_figure1_saves_its_rows_without_local_paths(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     (tmp_path / "root").mkdir()
-    experiments.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs",
-                                save_as="fig1_samples")
+    IM.figure1_samples(profile="smoke", data_root=tmp_path / "root", runs_dir=tmp_path / "runs",
+                       save_as="fig1_samples")
     saved = pd.read_csv(tmp_path / "fig1_samples_smoke.csv")
     assert list(saved.metric) == ["missing_data"] and "samples" not in saved

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from algan import experiments, results
+from algan import results
 from algan.cli import main
 from algan.detector import ALGAN
+from algan.runs import image as RI
 from algan.sweep import UNRECORDED, expand_grid, sweep
 
 SMOKE = {"method": "algan", "dataset": "mvtec", "category": "bottle", "profile": "smoke", "seed": 0}
@@ -81,7 +82,7 @@ def test_an_out_without_room_is_refused_before_training(tmp_path, data_root, mon
 
 
 def test_table_and_sweep_check_the_runs_folder_first(tmp_path, data_root, monkeypatch, capsys):
-    monkeypatch.setattr(experiments, "run_image", lambda *a, **k: pytest.fail("a run started"))
+    monkeypatch.setattr(RI, "run_image", lambda *a, **k: pytest.fail("a run started"))
     monkeypatch.setattr(results, "atomic_path", read_only)
     monkeypatch.setenv("ALGAN_RUNS", str(tmp_path / "runs"))
     assert main(["table", "mvtec", "--profile", "smoke", "--categories", "bottle", "--data-root", str(data_root)]) == 2
@@ -139,14 +140,14 @@ def test_metrics_json_never_holds_nan(tmp_path):
 
 # ---- the sweep goes on ------------------------------------------------------------------------------
 def test_a_sweep_goes_on_when_a_failure_cannot_be_written(tmp_path, data_root, monkeypatch, one_torch_thread):
-    fit = experiments.METHODS["knn"]
+    fit = RI.METHODS["knn"]
 
     def flaky(splits, profile, seed, *rest):
         if seed == 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return fit(splits, profile, seed, *rest)
 
-    monkeypatch.setitem(experiments.METHODS, "knn", flaky)
+    monkeypatch.setitem(RI.METHODS, "knn", flaky)
     monkeypatch.setattr(results, "atomic_path", full_disk(only="failed.json"))
     grid = {**SMOKE, "method": "knn", "seed": [0, 1]}
     res = sweep(grid, executor="serial", data_root=data_root, runs_dir=tmp_path / "runs", progress=False)
@@ -165,7 +166,7 @@ def test_the_callers_thread_count_does_not_change_a_run(tmp_path, data_root):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            run = experiments.run_image(**SMOKE, data_root=data_root, runs_dir=tmp_path / str(threads), device="cpu")
+            run = RI.run_image(**SMOKE, data_root=data_root, runs_dir=tmp_path / str(threads), device="cpu")
             assert torch.get_num_threads() == threads  # restored after the run
             assert run["config"]["torch_threads"] == 1 and "1 threads" in run["config"]["device"]
             scores[threads] = (run["folder"] / results.SCORES).read_bytes()

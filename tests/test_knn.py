@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from algan import experiments, results
+from algan import claims, results
 from algan.models.knn import PixelKNN
+from algan.pages import images as IM
 
 
 def test_scores_equal_numpy_brute_force():
@@ -39,8 +40,8 @@ def test_bad_input():
 
 
 def test_same_split_as_algan(tmp_path, data_root):
-    tidy = experiments.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
-                                         runs_dir=tmp_path, progress=False, methods=("algan", "knn"))
+    tidy = IM.image_auroc_table("mvtec", profile="smoke", categories=["bottle"], data_root=data_root,
+                                runs_dir=tmp_path, progress=False, methods=("algan", "knn"))
     auc = tidy[tidy.metric == "test_auroc"].set_index("method")
     files = {m: results.split_files(tmp_path / auc.loc[m, "run"]) for m in auc.index}
     assert files["algan"] == files["knn"]
@@ -52,15 +53,15 @@ def test_below_reference_sentence():
     import pandas as pd
     summary = pd.DataFrame({"dataset": ["mvtec"] * 4, "category": ["bottle", "bottle", "cable", "cable"],
                             "method": ["algan", "knn", "algan", "knn"], "mean": [0.90, 0.95, 0.80, 0.70]})
-    text = experiments.below_reference(summary)
+    text = claims.below_reference(summary)
     assert "bottle (0.900 vs 0.950)" in text and "cable" not in text
-    assert "Every method is above" in experiments.below_reference(summary.iloc[2:])
+    assert "Every method is above" in claims.below_reference(summary.iloc[2:])
 
 
 def test_margin_over_baselines_sentence():
     import pandas as pd
     summary = pd.DataFrame({"category": ["bottle"] * 3, "method": ["algan", "ganomaly", "alocc"],
                             "mean": [0.88, 0.80, 0.96]})
-    text = experiments.margin_over_baselines(summary)
+    text = claims.margin_over_baselines(summary)
     assert "GANomaly +10.0 %" in text and "ALOCC -8.3 %" in text and "Skip" not in text
-    assert "No GAN baseline" in experiments.margin_over_baselines(summary.iloc[:1])
+    assert "No GAN baseline" in claims.margin_over_baselines(summary.iloc[:1])

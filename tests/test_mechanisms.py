@@ -11,7 +11,7 @@ from algan import ALGAN
 from algan.config import READINGS, profile, reading_of, reading_overrides
 from algan.data.transforms import augment, rotate
 from algan.models.algan_nets import build_networks
-from algan.studies import sigma_effect
+from algan.pages.studies import sigma_effect
 from algan.train import (SATURATED_LOGIT, Buffer, check_batches, discriminator_loss, discriminator_terms,
                          gradient_shares, make_fakes)
 

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from algan import resume, results
-from algan.experiments import run_image
-from algan.feature_runs import run_feature
+from algan import results, resume
+from algan.runs.feature import run_feature
+from algan.runs.image import run_image
+from algan.runs.tabular import run_tabular
 from algan.sweep import sweep
-from algan.tabular import run_tabular
 
 EPOCHS, EVERY = 6, 2
 SMOKE = {"profile": "smoke", "seed": 0, "overrides": {"train.epochs": EPOCHS}}
@@ -74,9 +74,9 @@ def _interrupt(proc, state, sig):
 
 
 def _folder(fn, kwargs, runs):
-    from algan.experiments import image_run_args
-    from algan.feature_runs import feature_run_args
-    from algan.tabular import tabular_run_args
+    from algan.runs.image import image_run_args
+    from algan.runs.feature import feature_run_args
+    from algan.runs.tabular import tabular_run_args
 
     k = kwargs
     args = (image_run_args(k["method"], k["dataset"], k["category"], k["profile"], k["seed"], k["overrides"])

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algan import experiments, results
+from algan import results
+from algan.runs import image as RI
 
 TOOL = results.REPO_ROOT / "tools" / "compact_runs.py"
 
@@ -89,7 +90,7 @@ def old_run(runs, name, files, scores, args=None):
     """A run folder as runs were written before the compact form: lists in splits.json, scores.csv."""
     folder = runs / name
     folder.mkdir(parents=True)
-    args = args or experiments.image_run_args("algan", "mtd", None, "cpu", 0)
+    args = args or RI.image_run_args("algan", "mtd", None, "cpu", 0)
     results.write_json(folder / "config.json", {"args": args, "hash": name})
     results.write_json(folder / "splits.json", {"split_hash": "s1", "sizes": {"val": 3}, "files": files})
     scores.to_csv(folder / "scores.csv", index=False)
@@ -143,8 +144,8 @@ def tracked_bytes(folder):
 
 @pytest.mark.parametrize("method, dataset, category", [("knn", "mvtec", "bottle"), ("algan", "mtd", None)])
 def test_a_new_run_adds_at_most_20_kb(tmp_path, data_root, method, dataset, category):
-    run = experiments.run_image(method, dataset, category=category, profile="smoke", seed=0, data_root=data_root,
-                                runs_dir=tmp_path)
+    run = RI.run_image(method, dataset, category=category, profile="smoke", seed=0, data_root=data_root,
+                       runs_dir=tmp_path)
     folder = run["folder"]
     assert (folder / "scores.npz").is_file() and not (folder / "scores.csv").exists()
     assert not (folder / "samples.png").exists()  # no figure shows these runs' samples

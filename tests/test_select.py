@@ -198,8 +198,8 @@ def test_the_book_s_cached_runs_keep_their_hashes_and_stay_current():
     from pathlib import Path
 
     from algan import results
-    from algan.experiments import image_run_args
-    from algan.feature_runs import feature_run_args
+    from algan.runs.image import image_run_args
+    from algan.runs.feature import feature_run_args
 
     checked = 0
     for path in sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/config.json")):

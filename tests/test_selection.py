@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from algan import claims
-from algan import selection as S
+from algan.pages import selection as S
 
 
 def _runs(gap: dict) -> pd.DataFrame:
@@ -36,11 +36,11 @@ def test_summary_measures_each_rule_against_val_labels():
 
 
 def test_the_claims_judge_the_last_epoch_against_the_labelled_choice():
-    same = claims._needs_no_labels("image")({"selection": _runs({})}, "literal")
+    same = claims.image_needs_no_labels({"selection": _runs({})}, "literal")
     assert same["status"] == "reproduced"  # equal means, and the seeds' spread sharp enough (2 SE < 0.05)
     worse = _runs({("image", "last"): -0.10})
     worse.loc[(worse["rule"] == "last") & (worse["seed"] == 1), "value"] -= 0.01  # some spread
-    row = claims._needs_no_labels("image")({"selection": worse}, "literal")
+    row = claims.image_needs_no_labels({"selection": worse}, "literal")
     assert row["status"] == "not reproduced" and "2 sets" in row["ours"]
-    assert claims._needs_no_labels("image")({"selection": worse}, "active")["status"] == "not tested"
-    assert claims._needs_no_labels("feature")({}, "literal") == claims.NOT_TESTED
+    assert claims.image_needs_no_labels({"selection": worse}, "active")["status"] == "not tested"
+    assert claims.feature_needs_no_labels({}, "literal") == claims.NOT_TESTED

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from algan import experiments, paper, results, studies
+from algan import claims, paper, results, sweep
+from algan.data import transforms
+from algan.pages import common as P, studies
+from algan.runs import image as RI, robustness as RR
 
 
 @pytest.fixture(autouse=True)
@@ -16,45 +19,45 @@ def _threads(one_torch_thread):
 
 
 def test_grids_share_their_default_point_with_the_tables():
-    sigma = studies.expand_grid(studies.hyperparameter_grid("sigma", "smoke"))
+    sigma = sweep.expand_grid(studies.hyperparameter_grid("sigma", "smoke"))
     assert len(sigma) == 6
-    default = results.config_hash(experiments.image_run_args("algan", "mvtec", "bottle", "smoke", 0))
+    default = results.config_hash(RI.image_run_args("algan", "mvtec", "bottle", "smoke", 0))
     assert default in {s.hash for s in sigma}
-    alpha_xi = studies.expand_grid(studies.hyperparameter_grid("alpha_xi", "cpu"))
+    alpha_xi = sweep.expand_grid(studies.hyperparameter_grid("alpha_xi", "cpu"))
     # diagonal (4) + alpha axis (3 new) + xi axis (3 new), 3 seeds each
     assert len(alpha_xi) == 10 * 3
     with pytest.raises(ValueError, match="unknown hyperparameter study 'beta'"):
         studies.hyperparameter_grid("beta", "smoke")
     # Table 8 under both readings: the active sigma = 4 point is the readings sweep's active run
-    both = studies.expand_grid(studies.hyperparameter_grid("sigma", "smoke", readings=studies.SIGMA_READINGS))
+    both = sweep.expand_grid(studies.hyperparameter_grid("sigma", "smoke", readings=studies.SIGMA_READINGS))
     assert len(both) == 12 and {s.hash for s in sigma} < {s.hash for s in both}
-    readings = {s.hash for s in studies.expand_grid(studies.readings_grid("smoke"))}
+    readings = {s.hash for s in sweep.expand_grid(studies.readings_grid("smoke"))}
     assert len({s.hash for s in both} & readings) == 2  # literal and active at the default sigma
 
 
 def test_ablation_grid_has_four_variants_per_data_set_and_reading(data_root):
-    specs = studies.expand_grid(studies.ablation_grid("smoke", data_root=data_root), data_root=data_root)
+    specs = sweep.expand_grid(studies.ablation_grid("smoke", data_root=data_root), data_root=data_root)
     variants = {(s.kwargs["dataset"], tuple(sorted(s.kwargs["overrides"].items()))) for s in specs}
     datasets = {s.kwargs["dataset"] for s in specs}
     assert len(variants) == 4 * 2 * len(datasets) and "mvtec" in datasets
     active = [s for s in specs if s.kwargs["overrides"].get("train.buffer_size") == "data"]
     assert len(active) == len(specs) // 2  # the active reading's keys travel in the run's overrides
-    literal = studies.expand_grid(studies.ablation_grid("smoke", data_root=data_root, readings=("literal",)),
-                                  data_root=data_root)
+    literal = sweep.expand_grid(studies.ablation_grid("smoke", data_root=data_root, readings=("literal",)),
+                                data_root=data_root)
     assert {s.hash for s in literal} <= {s.hash for s in specs}  # the literal runs keep their cache entries
 
 
 def test_tables_grid_baselines_take_only_the_readings_training_data(data_root):
-    specs = studies.expand_grid(studies.tables_grid("smoke", data_root=data_root), data_root=data_root)
+    specs = sweep.expand_grid(studies.tables_grid("smoke", data_root=data_root), data_root=data_root)
     baselines = [s for s in specs if s.kwargs["method"] != "algan"]
-    assert {s.kwargs["method"] for s in baselines} == set(experiments.GAN_BASELINES)
+    assert {s.kwargs["method"] for s in baselines} == set(RI.GAN_BASELINES)
     assert all(s.kwargs["overrides"] == {"train.rotate_fill": "reflection", "train.last_batch": "drop"}
                for s in baselines)
     assert {s.kwargs["dataset"] for s in specs if s.kwargs["method"] == "algan"} == {"coil100"}
 
 
 def test_readings_grid_runs_sigma_free_candidates_on_bottle_only(data_root):
-    specs = studies.expand_grid(studies.readings_grid("smoke", data_root=data_root), data_root=data_root)
+    specs = sweep.expand_grid(studies.readings_grid("smoke", data_root=data_root), data_root=data_root)
     mtd = {s.kwargs["overrides"].get("train.fake_bn_stats") for s in specs if s.kwargs["dataset"] == "mtd"}
     assert "separate" not in mtd and {"batch"} <= mtd
     assert any(s.kwargs["overrides"].get("train.fake_bn_stats") == "separate" for s in specs)
@@ -82,7 +85,7 @@ def test_cutpaste_geometry_stays_within_the_stated_bounds():
     gen = torch.Generator().manual_seed(0)
     size = 256
     shares, ratios = [], []
-    for h, w, y0, x0, y1, x1 in studies.cutpaste_boxes(2000, size, size, gen):
+    for h, w, y0, x0, y1, x1 in transforms.cutpaste_boxes(2000, size, size, gen):
         assert 0 <= y0 <= size - h and 0 <= y1 <= size - h and 0 <= x0 <= size - w and 0 <= x1 <= size - w
         shares.append(h * w / size ** 2)
         ratios.append(w / h)
@@ -95,9 +98,9 @@ def test_cutpaste_geometry_stays_within_the_stated_bounds():
 def test_cutpaste_changes_only_the_pasted_patch():
     gen = torch.Generator().manual_seed(1)
     images = torch.rand(4, 3, 64, 64) * 2 - 1
-    out = studies.cutpaste(images, gen)
+    out = transforms.cutpaste(images, gen)
     gen = torch.Generator().manual_seed(1)
-    for i, (h, w, _, _, y1, x1) in enumerate(studies.cutpaste_boxes(4, 64, 64, gen)):
+    for i, (h, w, _, _, y1, x1) in enumerate(transforms.cutpaste_boxes(4, 64, 64, gen)):
         changed = (out[i] != images[i]).any(0)
         outside = changed.clone()
         outside[y1:y1 + h, x1:x1 + w] = False
@@ -107,20 +110,20 @@ def test_cutpaste_changes_only_the_pasted_patch():
 
 def test_a_hyperparameter_study_runs_and_summarises(data_root, tmp_path):
     grid = studies.hyperparameter_grid("n_z", "smoke")
-    nothing, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="cached")
+    nothing, log = P.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="cached")
     assert nothing.empty and "todo 4" in log and not tmp_path.joinpath("runs").exists()
-    tidy, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
+    tidy, log = P.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
     assert "done 4 (4 run now)" in log
     summary = studies.study_summary(tidy, ["n_z"])
     assert list(summary["n_z"]) == [1, 2, 4, 8] and (summary["seeds"] == 1).all()
     table = studies.hyperparameter_table(summary, "n_z")
     assert list(table["paper"]) == [f"{m:.3f} ± {s:.3f}" for m, s in zip(paper.TABLE10["mean"], paper.TABLE10["std"])]
-    again, log = studies.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
+    again, log = P.run_study(grid, ["n_z"], data_root=data_root, runs_dir=tmp_path, executor="serial")
     assert "done 4 (0 run now)" in log and again["run"].tolist() == tidy["run"].tolist()
 
 
 def test_robustness_run_flags_and_ranks_each_group(data_root, tmp_path):
-    run = studies.run_robustness("smoke", 0, n_fake=32, data_root=data_root, runs_dir=tmp_path, device="cpu")
+    run = RR.run_robustness("smoke", 0, n_fake=32, data_root=data_root, runs_dir=tmp_path, device="cpu")
     m = run["metrics"]
     assert m["threshold_fpr"] == 0.05 and m["model"].startswith("run ")  # the Table 1 run's weights
     groups = ["normal test", "real anomalies (test)", "fake-anomalous, sigma = 5", "fake-anomalous, sigma = 8",
@@ -142,13 +145,13 @@ def test_hyperparameter_claims_weigh_differences_by_their_standard_error():
         return pd.DataFrame({key: list(means), "seeds": 3, "mean": list(means.values()), "std": std})
 
     n_dis = summary("n_dis", {1: 0.88, 2: 0.90, 4: 0.89, 8: 0.60}, 0.03)
-    text = studies.hyperparameter_claims({"n_dis": n_dis})
+    text = claims.hyperparameter_claims({"n_dis": n_dis})
     # 4 vs 2: 0.01 / sqrt(2 * 0.03^2 / 3) = 0.4 SE; 8 vs 2: 0.30 / 0.0245 = 12.2 SE
     assert "4 minus 2: -0.010 (0.4 SE: within the spread over seeds)" in text
     assert "8 minus 2: -0.300 (12.2 SE: a difference)" in text
-    assert studies.hyperparameter_claims({"n_dis": n_dis[n_dis["n_dis"] <= 2]}) == ""  # nothing above 2 to compare
+    assert claims.hyperparameter_claims({"n_dis": n_dis[n_dis["n_dis"] <= 2]}) == ""  # nothing above 2 to compare
     sigma = summary("sigma", {2.0: 0.93, 3.0: 0.90, 4.0: 0.90, 5.0: 0.90}, 0.0)
-    text = studies.hyperparameter_claims({"sigma": sigma})
+    text = claims.hyperparameter_claims({"sigma": sigma})
     assert text.startswith("sigma:\n  best here: 2 (0.930 ± 0.000)\n  the paper's peak 4 minus ours: -0.030 (no spread")
     # the paper's Table 8 over its 10 runs: 0.859 ± 0.058 at 2 vs 0.948 ± 0.024 at 4
     assert text.endswith("the paper's low point 2 minus 4: +0.030 (no spread to judge it by); the paper: -0.089 (4.5 SE: "
@@ -159,7 +162,7 @@ def test_ablation_claims_per_data_set():
     summary = pd.DataFrame({"dataset": "mvtec", "category": "bottle", "use_buffer": [False, True, False, True],
                             "use_anomalous_latent": [False, False, True, True], "seeds": 3,
                             "mean": [0.60, 0.62, 0.80, 0.90], "std": [0.10, 0.05, 0.03, 0.02]})
-    text = studies.ablation_claims(summary)
+    text = claims.ablation_claims(summary)
     assert text.startswith("bottle:\n  both minus neither: +0.300 (5.1 SE: a difference) (the paper: +0.235)\n"
                            "  buffered data only minus neither: +0.020 (0.3 SE: within the spread")
     assert "anomalous latent only minus neither: +0.200 (3.3 SE: a difference)" in text
@@ -167,10 +170,10 @@ def test_ablation_claims_per_data_set():
     assert "\n  smallest spread over seeds: both (0.020; both: 0.020, as the paper)\n" in text
     assert text.endswith("Both beats neither by 2 SE or more on 1 of 1 data sets: bottle (the paper: +0.235 over "
                          "the MVTec-AD mean).")
-    assert studies.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
+    assert claims.ablation_claims(summary.iloc[:3]) == "Not every variant has finished runs yet."
     one_seed = summary.assign(seeds=1, std=float("nan"))
-    assert studies.ablation_claims(one_seed).endswith("on 0 of 1 data sets (1 without a spread to judge by) "
-                                                      "(the paper: +0.235 over the MVTec-AD mean).")
+    assert claims.ablation_claims(one_seed).endswith("on 0 of 1 data sets (1 without a spread to judge by) "
+                                                     "(the paper: +0.235 over the MVTec-AD mean).")
 
 
 def test_ablation_table_keeps_the_papers_column_last():
@@ -198,7 +201,7 @@ def test_generator_stall_counts_the_epochs_where_d_is_sure_of_the_fakes():
 
 
 def test_selection_grid_records_every_rule_on_images_features_and_tables(data_root):
-    specs = studies.expand_grid(studies.selection_grid("smoke", data_root=data_root), data_root=data_root)
+    specs = sweep.expand_grid(studies.selection_grid("smoke", data_root=data_root), data_root=data_root)
     assert {s.kind for s in specs} == {"image", "feature", "tabular"}
     assert all(s.kwargs["overrides"] == {"train.record_selects": True} for s in specs)
     assert {s.kwargs.get("dataset") for s in specs if s.kind == "image"} == {"mvtec", "mtd", "coil100"}

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from algan import experiments, feature_runs, results
+from algan import results, sweep as sweep_mod
 from algan.cli import main
-from algan import sweep as sweep_mod
+from algan.pages import common as P, images as IM
+from algan.runs import feature as RF, image as RI
 from algan.sweep import (acquire_lock, expand_grid, lock_path, release_lock, run_state, sweep, sweep_status)
 
 BOTTLE = {"method": "algan", "dataset": "mvtec", "category": "bottle", "seed": 0, "profile": "smoke"}
@@ -31,12 +32,12 @@ def test_expand_grid_counts_and_the_tables_hashes(data_root):
     assert len(specs) == 12 and len({s.hash for s in specs}) == 12
     for s in specs:
         k = s.kwargs
-        args = experiments.image_run_args(k["method"], k["dataset"], k["category"], k["profile"], k["seed"],
-                                          k["overrides"])
+        args = RI.image_run_args(k["method"], k["dataset"], k["category"], k["profile"], k["seed"],
+                                 k["overrides"])
         assert s.args == args and s.hash == results.run_dir(args, "/runs").name
         assert k["category"] == ("bottle" if k["dataset"] == "mvtec" else None)
     # sigma 4.0 is the profile's own value: that run is the table's default run (no overrides)
-    default = experiments.image_run_args("algan", "mvtec", "bottle", "smoke", 0)
+    default = RI.image_run_args("algan", "mvtec", "bottle", "smoke", 0)
     assert results.config_hash(default) in {s.hash for s in specs}
     assert {s.label for s in specs} >= {"algan mvtec/bottle smoke seed 0 train.sigma=2", "knn mtd smoke seed 1"}
 
@@ -44,7 +45,7 @@ def test_expand_grid_counts_and_the_tables_hashes(data_root):
     axes = [{**BOTTLE, "train.sigma": [2.0, 4.0]}, {**BOTTLE, "train.alpha": [0.5, 0.75]}]
     assert len(expand_grid(axes)) == 3
     every = expand_grid({**BOTTLE, "category": "all"}, data_root=data_root)
-    assert [s.kwargs["category"] for s in every] == experiments.categories_present("mvtec", data_root)
+    assert [s.kwargs["category"] for s in every] == RI.categories_present("mvtec", data_root)
 
     feature = expand_grid({"method": ["feature:algan", "feature:spade"], "dataset": ["adbench", "mvtec"],
                            "category": ["bottle", "cable"], "seed": 0, "profile": "smoke", "train.sigma": 2})
@@ -56,8 +57,8 @@ def test_expand_grid_counts_and_the_tables_hashes(data_root):
 
 
 def feature_run_args(k):
-    return feature_runs.feature_run_args(k["method"], k["source"], k["category"], k["profile"], k["seed"], None,
-                                         k["overrides"])
+    return RF.feature_run_args(k["method"], k["source"], k["category"], k["profile"], k["seed"], None,
+                               k["overrides"])
 
 
 def test_hashes_are_stable_across_processes():
@@ -124,18 +125,18 @@ def test_missing_data_and_bad_options_fail_before_any_run(tmp_path, data_root):
 
 def make_flaky(monkeypatch, method: str, bad_seed: int, error: Exception) -> None:
     """`method` raises `error` for one seed (in this process: the serial executor)."""
-    fit = experiments.METHODS[method]
+    fit = RI.METHODS[method]
 
     def flaky(splits, profile, seed, *rest):
         if seed == bad_seed:
             raise error
         return fit(splits, profile, seed, *rest)
 
-    monkeypatch.setitem(experiments.METHODS, method, flaky)
+    monkeypatch.setitem(RI.METHODS, method, flaky)
 
 
 def test_failure_is_recorded_the_others_finish_and_a_retry_clears_it(tmp_path, data_root, monkeypatch):
-    fit = experiments.METHODS["algan"]
+    fit = RI.METHODS["algan"]
     make_flaky(monkeypatch, "algan", 1, RuntimeError("diverged at epoch 1"))
     grid = {**BOTTLE, "method": ["algan", "knn"], "seed": [0, 1]}
     runs = tmp_path / "runs"
@@ -157,16 +158,16 @@ def test_failure_is_recorded_the_others_finish_and_a_retry_clears_it(tmp_path, d
 
     left = sweep(grid, executor="serial", data_root=data_root, runs_dir=runs, progress=False, retry_failed=False)
     assert (left.cached, left.finished, left.failed) == (3, 0, 1) and (folder / "failed.json").exists()
-    monkeypatch.setitem(experiments.METHODS, "algan", fit)
+    monkeypatch.setitem(RI.METHODS, "algan", fit)
     done_at = {p.name: (p / "done").stat().st_mtime_ns for p in runs.iterdir() if (p / "done").exists()}
     retried = sweep(grid, executor="serial", data_root=data_root, runs_dir=runs, progress=False)
     assert (retried.cached, retried.finished, retried.failed) == (3, 1, 0)
     assert results.is_done(folder) and not (folder / "failed.json").exists()
 
     # the sweep filled the cache the tables read: same runs, none redone
-    tidy = experiments.image_auroc_table("mvtec", profile="smoke", seeds=[0, 1], categories=["bottle"],
-                                         methods=("algan", "knn"), data_root=data_root, runs_dir=runs,
-                                         progress=False)
+    tidy = IM.image_auroc_table("mvtec", profile="smoke", seeds=[0, 1], categories=["bottle"],
+                                methods=("algan", "knn"), data_root=data_root, runs_dir=runs,
+                                progress=False)
     assert set(tidy["run"]) == {s.hash for s in expand_grid(grid)}
     assert {h: (runs / h / "done").stat().st_mtime_ns for h in done_at} == done_at
 
@@ -181,8 +182,8 @@ def test_local_pool_runs_and_records_a_failure_in_training(tmp_path, data_root):
     assert res.failures[0]["label"].endswith("model.max_width_mult=0")
     assert json.loads((failed / "failed.json").read_text())["error"] == "RuntimeError"
     assert (failed / "config.json").exists() and not (failed / "done").exists()  # it failed inside the run
-    assert results.is_done(runs / results.config_hash(experiments.image_run_args("algan", "mvtec", "bottle",
-                                                                                 "smoke", 0)))
+    assert results.is_done(runs / results.config_hash(RI.image_run_args("algan", "mvtec", "bottle",
+                                                                        "smoke", 0)))
     assert not list(runs.glob("*.lock"))
 
 
@@ -313,9 +314,8 @@ def test_runs_for_the_books_cache_come_from_committed_code(monkeypatch, tmp_path
 def test_a_page_counts_the_code_versions_behind_its_runs():
     import pandas as pd
 
-    from algan import experiments as E
 
     runs = pd.DataFrame({"commit": ["a", "a", "b+dirty", "b+dirty", "c+dirty"],
                          "code": [None, None, "h1", "h2", None]})
-    assert E.code_versions(runs) == "3 code versions; 1 run of uncommitted code"  # a, h1, h2; c+dirty unnamed
-    assert E.code_versions(pd.DataFrame({"commit": ["a", "a"]})) == "1 code version"
+    assert P.code_versions(runs) == "3 code versions; 1 run of uncommitted code"  # a, h1, h2; c+dirty unnamed
+    assert P.code_versions(pd.DataFrame({"commit": ["a", "a"]})) == "1 code version"

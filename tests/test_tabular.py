@@ -7,35 +7,36 @@ import pandas as pd
 import pytest
 
 from algan import claims, results, sweep
-from algan import tabular as T
 from algan.data import DataError
 from algan.data.splits import fraction_counts
 from algan.models.pyod_baselines import PYOD_MODELS, PyODDetector, scale_columns
+from algan.pages import tabular as T
+from algan.runs import tabular as RT
 from algan.score import auroc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_classical_set_is_found_in_order(data_root):
-    sets = T.tabular_sets(data_root)
+    sets = RT.tabular_sets(data_root)
     assert len(sets) == 16 and sets[0] == "7_Cardiotocography" and sets[-1] == "46_WPBC"
 
 
 def test_split_fractions_normal_only_training_and_determinism(data_root):
-    split = T.load_tabular("12_fault", seed=1, profile="cpu", data_root=data_root)
+    split = RT.load_tabular("12_fault", seed=1, profile="cpu", data_root=data_root)
     n0, n1 = 1268, 673  # the file's normal and anomalous rows
     assert (split.train.y == 0).all() and len(split.train) == fraction_counts(n0, [0.6, 0.2, 0.2])[0]
     assert [(s.y == 0).sum() for s in (split.val, split.test)] == fraction_counts(n0, [0.6, 0.2, 0.2])[1:]
     assert [(s.y == 1).sum() for s in (split.val, split.test)] == fraction_counts(n1, [0.5, 0.5])
     rows = np.concatenate([split.train.rows, split.val.rows, split.test.rows])
     assert len(np.unique(rows)) == n0 + n1  # every row once
-    again = T.load_tabular("12_fault", seed=1, profile="cpu", data_root=data_root)
+    again = RT.load_tabular("12_fault", seed=1, profile="cpu", data_root=data_root)
     assert again.split_hash() == split.split_hash() and np.array_equal(again.test.x, split.test.x)
-    assert T.load_tabular("12_fault", seed=2, profile="cpu", data_root=data_root).split_hash() != split.split_hash()
+    assert RT.load_tabular("12_fault", seed=2, profile="cpu", data_root=data_root).split_hash() != split.split_hash()
 
 
 def test_smoke_subset_is_the_same_rows_for_every_seed(data_root):
-    a, b = (T.load_tabular("43_WDBC", seed=s, profile="smoke", data_root=data_root) for s in (0, 1))
+    a, b = (RT.load_tabular("43_WDBC", seed=s, profile="smoke", data_root=data_root) for s in (0, 1))
     rows = lambda s: set(np.concatenate([s.train.rows, s.val.rows, s.test.rows]).tolist())  # noqa: E731
     assert rows(a) == rows(b) and len(rows(a)) == 60 + 10  # 60 normal, all 10 anomalous rows of WDBC
     assert a.split_hash() != b.split_hash()
@@ -61,14 +62,14 @@ GOOD = {"X": np.random.default_rng(0).normal(size=(40, 3)), "y": np.r_[np.zeros(
 def test_bad_input_is_one_line_naming_the_file(tmp_path, arrays, message):
     path = _write(tmp_path, "bad", **arrays)
     with pytest.raises(DataError, match=message) as err:
-        T.load_tabular("bad", 0, folder=tmp_path)
+        RT.load_tabular("bad", 0, folder=tmp_path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_bad_file_stops_the_study_before_any_training(tmp_path, data_root):
-    folder = tmp_path / "root" / T.TABULAR_DIR
+    folder = tmp_path / "root" / RT.TABULAR_DIR
     folder.mkdir(parents=True)
-    shutil.copy(data_root / T.TABULAR_DIR / "15_Hepatitis.npz", folder)
+    shutil.copy(data_root / RT.TABULAR_DIR / "15_Hepatitis.npz", folder)
     _write(folder, "43_WDBC", X=GOOD["X"], y=np.zeros(40, dtype=int))
     runs = tmp_path / "runs"
     with pytest.raises(DataError, match="43_WDBC.npz"):
@@ -114,30 +115,30 @@ def test_the_wrapper_drops_constant_columns_and_checks_its_input():
 
 
 def test_algan_epochs_rule():
-    assert T.algan_epochs(214, "cpu") == 96 and T.algan_epochs(4028, "cpu") == 8
-    assert T.algan_epochs(100_000, "cpu") == 4 and T.algan_epochs(10, "paper") == 192
-    assert T.algan_epochs(5000, "smoke") == 2
+    assert RT.algan_epochs(214, "cpu") == 96 and RT.algan_epochs(4028, "cpu") == 8
+    assert RT.algan_epochs(100_000, "cpu") == 4 and RT.algan_epochs(10, "paper") == 192
+    assert RT.algan_epochs(5000, "smoke") == 2
 
 
 def test_smoke_comparison_gives_the_tidy_frame(tmp_path, data_root, monkeypatch):
-    monkeypatch.setattr("algan.experiments.RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr("algan.results.RESULTS_DIR", tmp_path / "results")
     tidy, log = T.tabular_study("smoke", data_root=data_root, runs_dir=tmp_path / "runs", executor="serial",
                                 methods=("algan", "knn", "iforest"), save_as="tabular")
     assert "done 9 (9 run now)" in log
     assert set(tidy["dataset"]) == {"15_Hepatitis", "21_Lymphography", "43_WDBC"}
-    assert set(tidy.loc[tidy["method"] == "algan", "metric"]) == set(T.METRICS)
+    assert set(tidy.loc[tidy["method"] == "algan", "metric"]) == set(RT.METRICS)
     assert set(tidy.loc[tidy["method"] == "knn", "metric"]) == {"test_auroc", "val_auroc"}
     assert tidy.groupby("dataset")["split_hash"].nunique().eq(1).all()  # every method, the same split
     assert (tidy["profile"] == "smoke").all() and tidy["value"].between(0, 1).all()
     assert (tmp_path / "results" / "tabular_smoke.csv").is_file()
     rows = T.comparison_rows(tidy)
-    assert set(rows["method"]) == {T.ALGAN_VAL, T.ALGAN_LAST, "KNN", "IForest"}
+    assert set(rows["method"]) == {RT.ALGAN_VAL, RT.ALGAN_LAST, "KNN", "IForest"}
     table = T.results_table(rows)
     assert list(table.index[-2:]) == ["mean AUROC", "average rank"] and len(table) == 3 + 2
     assert table.loc["21_Lymphography", "test anomalies"].endswith("⚠")  # 3 anomalous test rows
     summary = T.method_summary(rows)
     assert set(summary.index) == set(rows["method"]) and summary["average rank"].is_monotonic_increasing
-    assert summary.loc[T.ALGAN_LAST, "mean AUROC"] == pytest.approx(
+    assert summary.loc[RT.ALGAN_LAST, "mean AUROC"] == pytest.approx(
         tidy.query("method == 'algan' and metric == 'test_auroc_last'")["value"].mean())
     ax = T.results_heatmap(rows)
     assert [t.get_text() for t in ax.get_yticklabels()][1] == "21_Lymphography (3 ⚠)"
@@ -157,8 +158,8 @@ def test_smoke_comparison_gives_the_tidy_frame(tmp_path, data_root, monkeypatch)
 def test_ranks_and_tests_on_a_known_grid():
     wide = pd.DataFrame({"A": [0.9, 0.8, 0.95, 0.7], "B": [0.8, 0.7, 0.9, 0.6], "C": [0.7, 0.9, 0.5, 0.5]},
                         index=list("wxyz"))
-    assert T.average_ranks(wide).to_dict() == {"A": 1.25, "B": 2.25, "C": 2.5}
-    test = T.friedman_nemenyi(wide)
+    assert claims.average_ranks(wide).to_dict() == {"A": 1.25, "B": 2.25, "C": 2.5}
+    test = claims.friedman_nemenyi(wide)
     assert 0 < test["p"] < 1 and test["cd"] == pytest.approx(3.314 * np.sqrt(3 * 4 / (6 * 4)) / np.sqrt(2), rel=1e-3)
     w = T.wilcoxon_against(wide, "A").set_index("against")
     assert w.loc["B", "wins"] == 4 and (w["p (Holm)"] >= w["p"]).all()
@@ -166,10 +167,10 @@ def test_ranks_and_tests_on_a_known_grid():
 
 def test_sweep_expands_the_tabular_grid(data_root):
     specs = sweep.expand_grid(T.tabular_grid("cpu", data_root=data_root), data_root=data_root)
-    assert len(specs) == 16 * len(T.METHODS) * 3 and {s.kind for s in specs} == {"tabular"}
+    assert len(specs) == 16 * len(RT.METHODS) * 3 and {s.kind for s in specs} == {"tabular"}
     one = [s for s in specs if s.kwargs["category"] == "43_WDBC" and s.kwargs["seed"] == 0]
-    assert {s.method for s in one} == {T.PREFIX + m for m in T.METHODS}
-    assert one[0].hash == results.config_hash(T.tabular_run_args(one[0].kwargs["method"], "43_WDBC", "cpu", 0))
+    assert {s.method for s in one} == {RT.PREFIX + m for m in RT.METHODS}
+    assert one[0].hash == results.config_hash(RT.tabular_run_args(one[0].kwargs["method"], "43_WDBC", "cpu", 0))
     with pytest.raises(ValueError, match="not tabular sets"):
         sweep.expand_grid({"method": "tabular:knn", "dataset": "classical", "category": "bottle", "seed": 0,
                            "profile": "smoke"}, data_root=data_root)

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from algan import paper, timing
+from algan import claims, paper, timing
 from algan.config import profile
 from algan.detector import ALGAN
+from algan.pages import speed
 from algan.score import discriminator_scores
 
 
@@ -91,14 +92,14 @@ def test_harness_gives_a_finite_positive_row_per_method(tiny_table):
 
 
 def test_page_helpers_read_the_table(tiny_table, tmp_path):
-    text = timing.speed_claims(tiny_table)
+    text = claims.speed_claims(tiny_table)
     assert f"the paper: {paper.TABLE5['image_ratio'][0]} to {paper.TABLE5['image_ratio'][1]}" in text
-    assert len(timing.table5_display(tiny_table)) == len(timing.METHODS)
-    assert len(timing.table6_display(tiny_table)) == len(timing.METHODS)
+    assert len(speed.table5_display(tiny_table)) == len(timing.METHODS)
+    assert len(speed.table6_display(tiny_table)) == len(timing.METHODS)
     pd.DataFrame({"dataset": "mvtec", "category": "bottle", "method": "algan", "seed": [0, 1, 0],
                   "reading": ["literal", "literal", "active"], "metric": "test_auroc",
                   "value": [0.8, 0.9, 0.1]}).to_csv(tmp_path / "table1_smoke.csv", index=False)  # active: left out
-    fig6 = timing.figure6_frame(tiny_table, "smoke", "mvtec", results_dir=tmp_path)
+    fig6 = speed.figure6_frame(tiny_table, "smoke", "mvtec", results_dir=tmp_path)
     assert fig6.set_index("method").loc["algan", "auroc_mean"] == pytest.approx(0.85)
     assert fig6.set_index("method").loc["ganomaly", "auroc_mean"] != fig6.set_index("method").loc["ganomaly", "auroc_mean"]
 

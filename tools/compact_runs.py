@@ -5,7 +5,7 @@
 - a splits.json that embeds its file lists (`files`, or the `ids` of older feature and tabular runs) ->
   one that references `<runs>/_splits/<split_hash>.json` (`results.write_splits`); a store file that is
   already there must hold exactly the same lists, else the tool stops naming both files;
-- samples.png of runs no figure shows (`algan.experiments.shows_samples`) removed.
+- samples.png of runs no figure shows (`algan.runs.image.shows_samples`) removed.
 
 Folders without `done` are left alone, and a second pass changes nothing. It prints what it converted and,
 per kind of run, the folders' mean and largest size.
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from algan import results
-from algan.experiments import shows_samples
+from algan.runs.image import shows_samples
 
 
 def folder_bytes(folder: Path) -> int:

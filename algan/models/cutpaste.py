@@ -12,8 +12,8 @@ as the PyTorch reimplementation Runinho/pytorch-cutpaste does; the distance, not
 float images (N, C, H, W) in [-1, 1] as every image detector here; grey images (C = 1) are
 repeated to RGB; images are resized to the setting's `image_size` inside.
 
-The augmentations are also used by the robustness page (`algan.studies.cutpaste` is `cutpaste` here,
-with that page's own area and aspect ranges as the defaults).
+The augmentations are also used by the robustness page (`algan.runs.robustness`: `algan.data.transforms.cutpaste`
+is `cutpaste` here, with that page's own area and aspect ranges as the defaults).
 """
 from __future__ import annotations
 

@@ -1,29 +1,31 @@
-"""Sections V-D to V-G: stability (Fig. 7), the ablation (Table 7), the hyperparameters (Tables 8-11) and
-robustness to unseen anomalies (Sec. V-G, Fig. 8).
+"""Sections V-D to V-G: stability (Fig. 7), the ablation (Table 7), the hyperparameters (Tables 8-11),
+robustness to unseen anomalies (Sec. V-G, Fig. 8), and the readings page's study.
 
 Each study is a grid of the sweep runner (`algan.sweep`): a page calls the study's function, which runs
-what is not in the run cache yet (a process pool by default) and returns tidy rows read from the
-finished runs. Runs at a study's default point are the tables' own runs (same hash), so nothing is
-trained twice.
+what is not in the run cache yet (a process pool by default, `algan.pages.common.run_study`) and returns tidy
+rows read from the finished runs. Runs at a study's default point are the tables' own runs (same hash), so
+nothing is trained twice. The claims these pages check are `algan.claims`'.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import feature_runs, paper, results
-from .config import ADDED_SETTINGS, READINGS, profile as make_profile, reading_of
-from .data import DataError
-from .data.transforms import cutpaste, cutpaste_boxes  # noqa: F401 - the robustness page's, and tests'
-from .experiments import (GAN_BASELINES, METHOD_LABELS, categories_present, default_device, default_seeds,
-                          fit_estimator, run_histories, run_image, tidy_rows)
-from .score import auroc, discriminator_scores
-from .sweep import expand_grid, sweep, sweep_status
+from .. import paper, results
+from ..claims import cell, paper_points
+from ..config import ADDED_SETTINGS, READINGS, profile as make_profile, reading_of
+from ..data import DataError
+from ..runs import feature as feature_runs
+from ..runs.common import default_seeds
+from ..runs.image import GAN_BASELINES, categories_present
+from .common import run_histories, run_study
+from .tabular import tabular_grid
+
 
 # The paper's sigma values are inferred (2..7, Table 8); n_z / n_dis values 1, 2, 4, 8 (Table 10's are a guess).
 HYPERPARAMETERS = {
@@ -72,46 +74,6 @@ def hyperparameter_grid(name: str, profile: str, seeds=None, readings=("literal"
     return [{**base, **HYPERPARAMETERS[name]}]
 
 
-def finished_runs(grid, data_root=None, runs_dir=None):
-    """(spec, loaded run) of every finished run of `grid`, in the grid's order."""
-    for spec in expand_grid(grid, data_root=data_root):
-        folder = spec.folder(runs_dir)
-        if results.is_done(folder):
-            yield spec, results.load_run(folder)
-
-
-def run_study(grid, keys, *, data_root=None, runs_dir=None, executor: str = "local", workers=None,
-              progress: bool = False, allow_dirty: bool = False) -> tuple[pd.DataFrame, str]:
-    """Sweep `grid` (only what is not done runs), then tidy rows of its finished runs with the resolved
-    values of the study's config `keys` as columns. Returns (rows, the sweep's summary lines).
-
-    executor="cached" runs nothing: the page shows the finished runs and counts the rest."""
-    if executor == "cached":
-        status = sweep_status(grid, data_root=data_root, runs_dir=runs_dir)
-        lines = [f"run cache only (executor='cached'): {status}"] + [
-            f"failed {r.label}: {r.error}" for r in status.table.itertuples() if r.state == "failed"]
-    else:
-        outcome = sweep(grid, executor=executor, workers=workers, data_root=data_root, runs_dir=runs_dir,
-                        progress=progress, allow_dirty=allow_dirty)
-        lines = [f"sweep: {outcome}"] + [f"failed {f['label']}: {f['error']}" for f in outcome.failures]
-    rows = []
-    for spec, run in finished_runs(grid, data_root, runs_dir):
-        train = (run["config"].get("resolved") or {}).get("train", {})
-        if spec.kind == "tabular":
-            from . import tabular
-            tidy = tabular.tidy(run)
-        else:
-            tidy = tidy_rows(run) if spec.kind == "image" else [
-                {**r, "dataset": r.pop("source"), "method": "feature:" + r["method"]} for r in feature_runs.tidy(run)]
-        rows += [{**r, **{k: train.get(k) for k in keys}} for r in tidy]
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        runs = frame.drop_duplicates("run")
-        lines.insert(1, f"{len(runs)} finished runs, {runs['wall_seconds'].astype(float).sum() / 60:.0f} min of "
-                        f"recorded wall time in all (on {', '.join(runs['device'].unique())})")
-    return frame, "\n".join(lines)
-
-
 def study_summary(tidy: pd.DataFrame, keys, by=("dataset", "category")) -> pd.DataFrame:
     """Test AUROC mean +- std over seeds per data set / category and study value."""
     rows = tidy[tidy["metric"] == "test_auroc"]
@@ -119,13 +81,6 @@ def study_summary(tidy: pd.DataFrame, keys, by=("dataset", "category")) -> pd.Da
     return rows.groupby(group, sort=True)["value"].agg(seeds="count", mean="mean", std="std").reset_index()
 
 
-def cell(mean: float, std: float) -> str:
-    if pd.isna(mean):
-        return "lost"
-    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
-
-
-# ---- Table 7 ------------------------------------------------------------------------------------
 def ablation_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per variant: ours per data set / category, and the paper's MVTec-AD mean (10 runs)."""
     variants = [(False, False, "neither"), (True, False, "buffered data only"),
@@ -141,53 +96,6 @@ def ablation_table(summary: pd.DataFrame) -> pd.DataFrame:
         out.append({**row, "paper (MVTec-AD mean)": paper_cells.get(name, single)})
     frame = pd.DataFrame(out).fillna("-")  # a data set missing from the first rows would follow the paper's column
     return frame[[c for c in frame if not c.startswith("paper")] + ["paper (MVTec-AD mean)"]]
-
-
-def ablation_claims(summary: pd.DataFrame) -> str:
-    """The paper: either component helps, both work best and reduce the variance. Checked per data set,
-    each difference of means with its size in standard errors (`difference`); one line per comparison."""
-    lines, gains = [], []
-    paper_gain = paper.TABLE7["both"][0] - paper.TABLE7["neither"][0]
-    for (dataset, category), g in summary.groupby(["dataset", "category"], sort=False):
-        v = g.set_index(["use_buffer", "use_anomalous_latent"])
-        if len(v) < 4:
-            continue
-        none, both = v.loc[(False, False)], v.loc[(True, True)]
-        singles = [(True, False), (False, True)]
-        better = max(singles, key=lambda k: v.loc[k, "mean"])
-        parts = [f"both minus neither: {difference(both, none)} (the paper: {paper_gain:+.3f})"]
-        parts += [f"{variant_label(k)} minus neither: {difference(v.loc[k], none)}" for k in singles]
-        parts.append(f"both minus the better single one ({variant_label(better)}): {difference(both, v.loc[better])}")
-        if v["std"].notna().all():
-            least = v["std"].idxmin()
-            parts.append(f"smallest spread over seeds: {variant_label(least)} ({v.loc[least, 'std']:.3f}; both: "
-                         f"{both['std']:.3f}, {'as' if least == (True, True) else 'unlike'} the paper)")
-        lines.append(f"{category}:" + "".join("\n  " + part for part in parts))
-        d, k = standard_errors(both, none)
-        gains.append((category, None if math.isnan(k) else d > 0 and k >= SIGNIFICANT_SE))
-    if not lines:
-        return "Not every variant has finished runs yet."
-    found = [c for c, gain in gains if gain]
-    unjudged = sum(gain is None for _, gain in gains)
-    return "\n".join(lines + [f"Both beats neither by {SIGNIFICANT_SE:g} SE or more on {len(found)} of {len(gains)} "
-                              f"data sets{': ' + ', '.join(found) if found else ''}"
-                              f"{f' ({unjudged} without a spread to judge by)' if unjudged else ''} (the paper: "
-                              f"{paper_gain:+.3f} over the MVTec-AD mean)."])
-
-
-def variant_label(key) -> str:
-    """Table 7's name for a (use_buffer, use_anomalous_latent) pair."""
-    return {(False, False): "neither", (True, False): "buffered data only", (False, True): "anomalous latent only",
-            (True, True): "both"}[key]
-
-
-# ---- Tables 8-11 --------------------------------------------------------------------------------
-def paper_points(name: str) -> pd.DataFrame:
-    """The surviving paper numbers of a hyperparameter table (values partly inferred, see paper.py)."""
-    table = {"sigma": paper.TABLE8, "n_z": paper.TABLE10}.get(name)
-    if table is None:
-        return pd.DataFrame(columns=["value", "mean", "std"])
-    return pd.DataFrame({"value": table["values"], "mean": table["mean"], "std": table["std"]})
 
 
 def hyperparameter_table(summary: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -223,68 +131,6 @@ def generator_stall(history: pd.DataFrame, keys) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SIGNIFICANT_SE = 2.0  # a difference of means counts as one from this many standard errors on
-
-
-def standard_errors(a, b) -> tuple[float, float]:
-    """Mean of `a` minus mean of `b` (rows with mean, std, seeds) and its size in standard errors,
-    |d| / sqrt(std_a^2 / n_a + std_b^2 / n_b) (nan without a spread: one seed, or identical runs)."""
-    d = a["mean"] - b["mean"]
-    se = math.sqrt(a["std"] ** 2 / a["seeds"] + b["std"] ** 2 / b["seeds"])
-    return d, abs(d) / se if se > 0 else math.nan
-
-
-def difference(a, b) -> str:
-    """`standard_errors` in words: whether the difference clears SIGNIFICANT_SE."""
-    d, k = standard_errors(a, b)
-    if math.isnan(k):
-        return f"{d:+.3f} (no spread to judge it by)"
-    return f"{d:+.3f} ({k:.1f} SE: {'a difference' if k >= SIGNIFICANT_SE else 'within the spread over seeds'})"
-
-
-def hyperparameter_claims(summaries: dict) -> str:
-    """The paper's claims for Tables 8-11 checked against ours: `summaries` maps a study name to its
-    `study_summary`. Each comparison, on a line of its own, gives the difference of means and its size in
-    standard errors (`difference`). Summaries with a `reading` column are checked per reading."""
-    if any("reading" in s for s in summaries.values()):
-        readings = dict.fromkeys(r for s in summaries.values() for r in s.get("reading", []))
-        return "\n".join(f"== the {r} reading ==\n" + hyperparameter_claims(
-            {n: s[s["reading"] == r].drop(columns="reading") for n, s in summaries.items()
-             if "reading" in s and (s["reading"] == r).any()}) for r in readings)
-    blocks = []
-    for name, paper_peak, paper_low in (("sigma", 4.0, 2.0), ("n_z", 2, 1)):
-        if name not in summaries:
-            continue
-        s = summaries[name].set_index(name)
-        best = s["mean"].idxmax()
-        parts = [f"best here: {best:g} ({cell(s.loc[best, 'mean'], s.loc[best, 'std'])})"]
-        if paper_peak in s.index and best != paper_peak:
-            parts.append(f"the paper's peak {paper_peak:g} minus ours: {difference(s.loc[paper_peak], s.loc[best])}")
-        if paper_peak in s.index and paper_low in s.index:
-            ref = paper_points(name).set_index("value").assign(seeds=paper.HYPERPARAMETER_RUNS)
-            parts.append(f"the paper's low point {paper_low:g} minus {paper_peak:g}: "
-                         f"{difference(s.loc[paper_low], s.loc[paper_peak])}; the paper: "
-                         f"{difference(ref.loc[paper_low], ref.loc[paper_peak])}")
-        blocks.append((name, parts))
-    if "alpha_xi" in summaries:
-        s = summaries["alpha_xi"].set_index(["alpha", "xi"])
-        best = s["mean"].idxmax()
-        parts = [f"best here: {best[0]:g} / {best[1]:g} ({cell(s.loc[best, 'mean'], s.loc[best, 'std'])})"]
-        if (0.75, 0.75) in s.index and best != (0.75, 0.75):
-            parts.append(f"0.75 / 0.75 (the paper's best) minus ours: {difference(s.loc[(0.75, 0.75)], s.loc[best])}")
-        if (0.25, 0.25) in s.index and (0.85, 0.85) in s.index:
-            parts.append(f"0.25 / 0.25 minus 0.85 / 0.85 (the paper: positive): "
-                         f"{difference(s.loc[(0.25, 0.25)], s.loc[(0.85, 0.85)])}")
-        blocks.append(("alpha / xi", parts))
-    if "n_dis" in summaries and 2 in set(summaries["n_dis"]["n_dis"]):
-        s = summaries["n_dis"].set_index("n_dis")
-        parts = [f"{v:g} minus 2: {difference(s.loc[v], s.loc[2])}" for v in s.index if v > 2]
-        if parts:
-            blocks.append(("n_dis (the paper: good from 2 on, slightly worse when very large)", parts))
-    return "\n".join(f"{title}:" + "".join("\n  " + part for part in parts) for title, parts in blocks)
-
-
-# ---- Figure 7: stability --------------------------------------------------------------------------
 def stability_histories(profile: str, seeds=None, data_root=None, runs_dir=None, executor: str = "local",
                         feature: bool = True) -> tuple[pd.DataFrame, str]:
     """Validation AUROC at every evaluation of ALGAN-image and the GAN baselines (the Tables 1 / 3 runs:
@@ -333,67 +179,6 @@ def stability_spread(history: pd.DataFrame) -> pd.DataFrame:
                      "std over seeds of the final": np.std(finals, ddof=1) if len(finals) > 1 else math.nan,
                      "within-run std, 2nd half": math.nan if np.isnan(wobble).all() else float(np.nanmean(wobble))})
     return pd.DataFrame(rows)
-
-
-# ---- Section V-G: robustness ---------------------------------------------------------------------
-def robustness_run_args(profile: str, seed: int, sigmas, n_fake: int) -> dict[str, Any]:
-    return {"task": "robustness", "dataset": "mvtec", "category": "bottle", "profile": profile, "seed": int(seed),
-            "sigmas": [float(s) for s in sigmas], "n_fake": int(n_fake)}
-
-
-def run_robustness(profile: str = "cpu", seed: int = 0, *, sigmas=(5.0, 6.0, 7.0, 8.0), n_fake: int = 256,
-                   data_root=None, runs_dir=None, device: Optional[str] = None) -> dict[str, Any]:
-    """Sec. V-G on bottle: the default (sigma = 4) model scores fake-anomalous samples from larger sigmas
-    and CutPaste images made from the normal test images; cached like every run.
-
-    The model is the Table 1 run's (`model.pt` of the same profile and seed) when its weights are on disk,
-    else one trained here the same way. The threshold is the model's own: 5 % false positives on the
-    normal validation images (Eq. 8, `train.threshold_fpr`)."""
-    from .data import load_dataset
-    from .detector import ALGAN
-
-    device = device or default_device()
-    args = robustness_run_args(profile, seed, sigmas, n_fake)
-    size = make_profile(profile).model.image_size
-
-    def execute(folder: Path) -> dict[str, Any]:
-        splits = load_dataset("mvtec", data_root, category="bottle", image_size=size, seed=seed)
-        table_run = run_image("algan", "mvtec", category="bottle", profile=profile, seed=seed, data_root=data_root,
-                              runs_dir=runs_dir, device=device)
-        weights = table_run["folder"] / "model.pt"
-        if weights.is_file():
-            det, source = ALGAN.load(weights, device=device), f"run {table_run['folder'].name}"
-        else:
-            det = fit_estimator(ALGAN, splits, profile, seed, {}, device, False)[0]
-            source = f"retrained here (the weights of run {table_run['folder'].name} are not on disk)"
-        gen = torch.Generator().manual_seed(seed)
-        normal = splits.test.x[splits.test.y == 0]
-        groups = {"normal test": det.decision_function(normal),
-                  "real anomalies (test)": det.decision_function(splits.test.x[splits.test.y == 1])}
-        for sigma in sigmas:  # D sees G's output as in training (the model's max/mean channel rule)
-            z = torch.randn(n_fake, det.config.model.latent_dim, generator=gen) * sigma
-            with torch.inference_mode():
-                det.generator.eval()
-                fakes = det._prepare_fake(det.generator(z.to(det.device)))
-            groups[f"fake-anomalous, sigma = {sigma:g}"] = discriminator_scores(det.discriminator, fakes,
-                                                                               device=det.device)
-        pasted = cutpaste(normal, gen)
-        groups["CutPaste (from normal test)"] = det.decision_function(pasted)
-        results.write_scores(folder, pd.concat(
-            [pd.DataFrame({"group": k, "score": v}) for k, v in groups.items()], ignore_index=True))
-        pairs = torch.stack([normal[:8], pasted[:8]])  # (2, n, C, H, W): Figure 8's two rows
-        np.save(folder / "cutpaste_examples.npy",
-                ((pairs.permute(0, 1, 3, 4, 2) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy())
-        metrics = {"model": source, "threshold": det.threshold_, "threshold_fpr": det.config.train.threshold_fpr,
-                   "n_normal_test": len(normal), "groups": list(groups)}
-        for name, s in groups.items():
-            metrics[f"flagged: {name}"] = float((s > det.threshold_).mean())
-            if name != "normal test":
-                metrics[f"auroc: {name}"] = auroc(np.r_[np.zeros(len(groups["normal test"])), np.ones(len(s))],
-                                                  np.r_[groups["normal test"], s])
-        return metrics
-
-    return results.cached_run(args, execute, runs_dir, device=device)
 
 
 def robustness_rows(runs: list[dict]) -> pd.DataFrame:
@@ -507,9 +292,9 @@ def sigma_effect(resolved: dict, seed: int = 0) -> float:
     `train.fake_bn_stats`; mean |x'_a(sigma) - x'_a(1)| over mean |x'_a(1)|, for the same N(0, I) draws.
     Batch norm is invariant to the scale of its input, so a train-mode call of G on z_a alone (`separate`)
     gives 0 up to batch norm's eps: sigma then changes nothing."""
-    from .config import ALGANConfig
-    from .models.algan_nets import build_networks
-    from .train import make_fakes, sample_latents
+    from ..config import ALGANConfig
+    from ..models.algan_nets import build_networks
+    from ..train import make_fakes, sample_latents
 
     cfg = ALGANConfig.from_dict(resolved)
     with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays as it was
@@ -569,8 +354,6 @@ def selection_grid(profile: str, seeds=None, data_root=None) -> list[dict]:
     """Issue 24's measurement of the checkpoint rules (train.select): ALGAN under the library's default
     settings (the literal reading), recording every rule's checkpoint in one run (train.record_selects), on
     MVTec bottle, MTD, COIL-100, ADBench's MVTec-AD features (every category) and the tabular sets."""
-    from .tabular import tabular_grid
-
     base = {"method": "algan", "profile": profile, "seed": list(default_seeds(profile, seeds)),
             "train.record_selects": True}
     grids = [{**base, "dataset": "mvtec", "category": "bottle"}] if present("mvtec", data_root) else []
@@ -596,7 +379,6 @@ def study_grids(profile: str, seeds=None, data_root=None) -> dict[str, list[dict
     grids["ablation"] = ablation_grid(profile, seeds, data_root)
     grids["sigma"] = hyperparameter_grid("sigma", profile, seeds, readings=SIGMA_READINGS)
     grids["tables"] = tables_grid(profile, seeds, data_root)
-    from .tabular import tabular_grid  # beyond the paper: ALGAN-feature against PyOD on tabular sets
 
     grids["tabular"] = tabular_grid(profile, seeds, data_root)
     grids["selection"] = selection_grid(profile, seeds, data_root)  # beyond the paper: checkpoints without labels

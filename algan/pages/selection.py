@@ -1,5 +1,5 @@
 """Checkpoints without labels: the test AUROC each rule of `train.select` gives, on the runs of the
-'selection' study (`studies.selection_grid`: one run per data set and seed records the checkpoint of every
+'selection' study (`algan.pages.studies.selection_grid`: one run per data set and seed records the checkpoint of every
 rule, `train.record_selects`), and the rule this library uses for data without labelled anomalies.
 
 The rules are chosen on validation data only (`algan.train._Selection`); the test split is read here, once
@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .config import LABEL_FREE_SELECTS as LABEL_FREE, SELECTS as RULES
-from .studies import finished_runs, run_study, selection_grid
+from ..config import LABEL_FREE_SELECTS as LABEL_FREE, SELECTS as RULES
+from .common import finished_runs, run_study
+from .studies import selection_grid
 
 RULE_LABELS = {"val_labels": "validation labels (the paper's)", "last": "last epoch", "ema": "weight average (EMA)",
                "proxy": "proxy validation"}

@@ -1,4 +1,4 @@
-"""Table 2: ALGAN-feature and the feature-based baselines on pretrained features.
+"""Feature runs (Table 2): ALGAN-feature and the feature-based baselines on pretrained features.
 
 Two sources of features, both split with the same seeds as the image pages:
 - `adbench`: ADBench's ResNet-18 embeddings (512-d, last average pool) of all 15 MVTec-AD
@@ -8,7 +8,8 @@ Two sources of features, both split with the same seeds as the image pages:
   baselines (DifferNet's protocol, Sec. IV-B-5), mid-level patch maps for PaDiM and PatchCore.
 CutPaste (`algan.models.cutpaste`) fine-tunes the backbone itself, so it trains on the images of an image
 data set (same split) and has no run on ADBench's pooled features (Table 2 says 'not applicable').
-Each (method, source, category, seed, profile) is one run of the run cache.
+Each (method, source, category, seed, profile) is one run of the run cache; the Table 2 page is
+`algan.pages.features`.
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from . import paper, results, resume
-from .config import profile as make_profile
-from .data import DataError, TEXTURES, load_dataset, load_features, resolve_root
-from .detector import ALGAN, FEATURE_STD_FLOOR
-from .models import cutpaste as cp
-from .models import feature_baselines as fb
-from .score import auroc
+from .. import results, resume
+from ..config import profile as make_profile
+from ..data import DataError, load_dataset, load_features, resolve_root
+from ..detector import ALGAN
+from ..models import cutpaste as cp
+from ..models import feature_baselines as fb
+from ..score import auroc
+
 
 ADBENCH_DIR = "adbench/mvtec_resnet18"
 IMAGE_SOURCES = ("mvtec", "mtd", "coil100")
@@ -37,7 +39,6 @@ PATCH_METHODS = frozenset({"padim", "patchcore_25", "patchcore_10", "patchcore_1
 IMAGE_TRAINED = frozenset({"cutpaste"})  # fine-tune the backbone on images: image sources only
 NOT_APPLICABLE = "not applicable: trains its CNN on images, and ADBench ships pooled ResNet-18 features only"
 LABELS = {"algan": "ALGAN-feature", **fb.LABELS, "cutpaste": "CutPaste"}
-
 # Per profile: the backbone for image data sets, the rotations (training, prediction), DifferNet's
 # epochs and which sources a page runs. The paper: WideResNet-101, 24 / 64 rotations (Sec. IV-A,
 # IV-B-5). `cpu` uses the offline EfficientNet-Lite0 and 4 / 4 rotations (one angle of one image
@@ -96,7 +97,7 @@ def load_feature_data(source: str, category: Optional[str], seed: int, profile: 
                            info={"split_hash": fs.split_hash(), "path": str(fs.path), "dim": fs.train.x.shape[1]})
     if source not in IMAGE_SOURCES:
         raise ValueError(f"unknown feature source {source!r}: expected 'adbench' or one of {IMAGE_SOURCES}")
-    from . import extract
+    from .. import extract
 
     st = settings(profile)
     backbone = backbone or st["backbone"]
@@ -143,7 +144,6 @@ def load_image_data(source: str, category: Optional[str], seed: int, profile: st
                              "image_size": size, "dim": None})
 
 
-# ---- methods: fit on the training split, select on validation, score val and test -------------------
 def fit_and_score(method: str, data: FeatureData, profile: str, seed: int, overrides: dict,
                   device: str) -> tuple[dict[str, np.ndarray], dict, Optional[pd.DataFrame], Any]:
     """(scores per split, extra metrics, per-epoch history or None, the fitted detector)."""
@@ -250,7 +250,6 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
                               checkpoint_every=checkpoint_every if method == "algan" else None)
 
 
-# ---- Table 2 ------------------------------------------------------------------------------------
 def tidy(run: dict[str, Any]) -> list[dict]:
     """One row per metric of a finished feature run, with its arguments and provenance."""
     cfg, m, a = run["config"], run["metrics"], run["config"]["args"]
@@ -259,218 +258,3 @@ def tidy(run: dict[str, Any]) -> list[dict]:
             "finished_utc": cfg.get("finished_utc"), "wall_seconds": cfg.get("wall_seconds"), "run": cfg["hash"],
             "split_hash": m.get("split_hash")}
     return [{**base, "metric": k, "value": m[k]} for k in ("test_auroc", "val_auroc") if k in m]
-
-
-def table2(*, profile: str = "smoke", seeds=None, methods=METHODS, sources=None, data_root=None, runs_dir=None,
-           progress: bool = True, save_as: Optional[str] = None) -> pd.DataFrame:
-    """Table 2: test AUROC of each feature method per source / category / seed (tidy rows).
-
-    A source absent from the data root gives one `missing_data` row with the reason, not an error.
-    """
-    from tqdm import tqdm
-
-    from .experiments import default_seeds
-
-    seeds = default_seeds(profile, seeds)
-    sources = settings(profile)["sources"] if sources is None else (
-        (sources,) if isinstance(sources, str) else tuple(sources))
-    methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    for name, given, known in (("method", methods, METHODS), ("source", sources, ("adbench",) + IMAGE_SOURCES)):
-        unknown = [g for g in given if g not in known]
-        if unknown or not given:
-            raise ValueError(f"{name}s {list(given)}: expected one or more of {list(known)}")
-    jobs, rows = [], []
-    for source in sources:
-        try:
-            cats = adbench_categories(data_root) if source == "adbench" else (
-                ["bottle"] if source == "mvtec" else [None])
-            if source != "adbench":
-                load_dataset(source, data_root, category=cats[0], image_size=8, seed=seeds[0])
-        except DataError as err:
-            rows.append({"source": source, "category": source, "method": "-", "profile": profile,
-                         "metric": "missing_data", "value": np.nan, "note": str(err)})
-            continue
-        if source == "adbench":
-            rows += [{"source": source, "category": source, "method": m, "profile": profile, "metric": "not_applicable",
-                      "value": np.nan, "note": NOT_APPLICABLE} for m in methods if m in IMAGE_TRAINED]
-        jobs += [(m, source, c, s) for m in methods for c in cats for s in seeds
-                 if not (source == "adbench" and m in IMAGE_TRAINED)]
-    for method, source, category, seed in tqdm(jobs, desc="Table 2 runs", disable=not progress):
-        rows.extend(tidy(run_feature(method, source, category=category, profile=profile, seed=seed,
-                                      data_root=data_root, runs_dir=runs_dir)))
-    frame = pd.DataFrame(rows)
-    if save_as:
-        from .experiments import save_results
-        save_results(frame, save_as, profile)
-    return frame
-
-
-def group_of(source: str, category: str) -> str:
-    if source != "adbench":
-        return category
-    return "Texture" if category in TEXTURES else "Object"
-
-
-def table2_summary(tidy: pd.DataFrame) -> pd.DataFrame:
-    """MVTec-AD (ADBench features): per seed the mean over Texture / Object / ALL categories, then
-    mean +- std over seeds, beside the paper's Table 2 number; image sources: mean +- std over seeds."""
-    rows = tidy[tidy["metric"] == "test_auroc"]
-    if rows.empty:
-        return pd.DataFrame(columns=["features", "group", "method", "label", "seeds", "mean", "std", "paper"])
-    out = []
-    ad = rows[rows["source"] == "adbench"]
-    if not ad.empty:
-        ad = ad.assign(group=[group_of("adbench", c) for c in ad["category"]])
-        per_seed = pd.concat([ad.groupby(["method", "seed", "group"])["value"].mean().reset_index(),
-                              ad.groupby(["method", "seed"])["value"].mean().reset_index().assign(group="ALL")])
-        for (method, group), v in per_seed.groupby(["method", "group"], sort=False):
-            out.append({"features": "ADBench ResNet-18 (pooled, 512-d)", "group": group, "method": method,
-                        "seeds": len(v), "mean": v["value"].mean(), "std": v["value"].std(),
-                        "paper": paper.TABLE2.get(LABELS.get(method, method), {}).get(group, np.nan)})
-    for (source, category, method, backbone), v in rows[rows["source"] != "adbench"].groupby(
-            ["source", "category", "method", "backbone"], sort=False):
-        out.append({"features": f"{category} ({backbone})", "group": category, "method": method,
-                    "seeds": len(v), "mean": v["value"].mean(), "std": v["value"].std(), "paper": np.nan})
-    frame = pd.DataFrame(out)
-    frame.insert(3, "label", [LABELS.get(m, m) for m in frame["method"]])
-    return frame
-
-
-def table2_display(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The page's two tables, one row per method ('mean ± std' over seeds):
-    "mvtec": ours on ADBench's features per group beside the paper's Table 2;
-    "images": ours on bottle / MTD / COIL-100 through the backbone (the paper has no such column)."""
-    cell = lambda m, s, n: "-" if pd.isna(m) else (f"{m:.3f}" if n < 2 else f"{m:.3f} ± {s:.3f}")  # noqa: E731
-    s = summary.assign(cell=[cell(m, sd, n) for m, sd, n in zip(summary["mean"], summary["std"], summary["seeds"])])
-    groups = ("Texture", "Object", "ALL")
-    ad = s[s["features"].str.startswith("ADBench")]
-    ours = ad.pivot(index="label", columns="group", values="cell").reindex(columns=list(groups))
-    ours.columns = [f"ours, {g}" for g in groups]
-    labels = list(dict.fromkeys([LABELS[m] for m in METHODS] + list(paper.TABLE2)))
-    theirs = pd.DataFrame({f"paper, {g}": [paper.TABLE2.get(label, {}).get(g, np.nan) for label in labels]
-                           for g in groups}, index=labels).map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
-    ours = ours.reindex(labels).astype(object)
-    for m in IMAGE_TRAINED:  # trains on images: ADBench's pooled features cannot train it
-        ours.loc[LABELS[m]] = "not applicable"
-    mvtec = ours.fillna("not run").join(theirs)
-    img = s[~s["features"].str.startswith("ADBench")]
-    images = (img.pivot(index="label", columns="features", values="cell")
-              .reindex([LABELS[m] for m in METHODS]).dropna(how="all")) if not img.empty else pd.DataFrame()
-    for table in (mvtec, images):
-        table.index.name, table.columns.name = "method", None
-    return {"mvtec": mvtec, "images": images}
-
-
-def compare_with_paper(summary: pd.DataFrame) -> str:
-    """Sentences for the page: our ALL-category means against the paper's, and where ALGAN-feature
-    ranks among the methods we ran (the paper: comparable to DifferNet, below PatchCore and PaDiM)."""
-    ad = summary[(summary["group"] == "ALL") & summary["features"].str.startswith("ADBench")]
-    if ad.empty:
-        return "No MVTec-AD feature runs on this page."
-    lines = ["MVTec-AD, all categories (ours on ADBench ResNet-18 features vs the paper's Table 2):"]
-    for r in ad.itertuples():
-        theirs = "not printed" if pd.isna(r.paper) else f"{r.paper:.3f} (ours {r.mean - r.paper:+.3f})"
-        spread = f" ± {r.std:.3f}" if r.seeds > 1 else " (1 seed)"
-        lines.append(f"  {r.label}: ours {r.mean:.3f}{spread}, paper {theirs}")
-    means = ad.set_index("label")["mean"]
-    if {"ALGAN-feature", "DifferNet"} <= set(means.index):
-        ours, theirs = means["ALGAN-feature"] - means["DifferNet"], (
-            paper.TABLE2["ALGAN-feature"]["ALL"] - paper.TABLE2["DifferNet"]["ALL"])
-        lines.append(f"ALGAN-feature minus DifferNet: ours {ours:+.3f}, the paper's {theirs:+.3f} "
-                     "(the paper calls the two comparable).")
-    ranked = ad.sort_values("mean", ascending=False)["label"].tolist()
-    if "ALGAN-feature" in ranked:
-        above = ranked[:ranked.index("ALGAN-feature")]
-        lines.append(f"ALGAN-feature ranks {ranked.index('ALGAN-feature') + 1} of {len(ranked)} here"
-                     + (f"; above it: {', '.join(above)}." if above else "."))
-    return "\n".join(lines)
-
-
-def feature_vs_image(summary: pd.DataFrame, profile: str, data_root=None, runs_dir=None) -> str:
-    """ALGAN-feature against ALGAN-image (the image pages' cached runs) on each image data set of the page;
-    the paper: ALGAN-feature worse than ALGAN-image on MTD, every method near perfect on COIL-100."""
-    from .experiments import image_auroc_table
-
-    rows = summary[(summary["method"] == "algan") & ~summary["features"].str.startswith("ADBench")]
-    lines = []
-    for r in rows.itertuples():
-        source = "mvtec" if r.group in TEXTURES or r.group not in IMAGE_SOURCES else r.group
-        tidy = image_auroc_table(source, profile=profile, methods=("algan",), data_root=data_root,
-                                 categories=[r.group] if source == "mvtec" else None, runs_dir=runs_dir,
-                                 progress=False)
-        image = tidy.loc[tidy["metric"] == "test_auroc", "value"]
-        if not image.empty:
-            lines.append(f"{r.group}: ALGAN-feature {r.mean:.3f} vs ALGAN-image {image.mean():.3f} "
-                         f"({len(image)} seed{'s' * (len(image) != 1)}, the image pages' runs)")
-    return "\n".join(lines) or "No ALGAN-feature run on an image data set on this page."
-
-
-# ---- feature scaling (deviations page: ADBench's constant dimensions) ---------------------------
-def feature_scaling_runs(*, profile: str = "smoke", seeds=None, categories=None, data_root=None, runs_dir=None,
-                         progress: bool = True) -> pd.DataFrame:
-    """ALGAN-feature on ADBench's features with each `model.feature_scaling` (tidy rows of `tidy`,
-    plus `feature_scaling` and `first_val_auroc`, the validation AUROC at the first evaluation).
-    The default, "standardise", is Table 2's own runs (no override, so the same cache entries)."""
-    from tqdm import tqdm
-
-    from .config import FEATURE_SCALINGS
-    from .experiments import default_seeds
-
-    seeds = default_seeds(profile, seeds)
-    categories = adbench_categories(data_root) if categories is None else list(categories)
-    jobs = [(s, c, seed) for s in FEATURE_SCALINGS for c in categories for seed in seeds]
-    rows = []
-    for scaling, category, seed in tqdm(jobs, desc="feature scaling runs", disable=not progress):
-        overrides = {} if scaling == "standardise" else {"model.feature_scaling": scaling}
-        run = run_feature("algan", "adbench", category=category, profile=profile, seed=seed, overrides=overrides,
-                          data_root=data_root, runs_dir=runs_dir)
-        history = pd.read_csv(run["folder"] / "history.csv").dropna(subset=["val_auroc"])
-        first = float(history["val_auroc"].iloc[0]) if not history.empty else np.nan
-        rows += [{**r, "feature_scaling": scaling, "first_val_auroc": first} for r in tidy(run)]
-    return pd.DataFrame(rows)
-
-
-def feature_scaling_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per scaling: test AUROC over all categories (per seed the mean over categories, then mean and
-    std over seeds), the paper's ALL number, and how many runs start inverted (first val AUROC < 0.5)."""
-    test = rows[rows["metric"] == "test_auroc"]
-    out = []
-    for scaling, v in test.groupby("feature_scaling", sort=False):
-        per_seed = v.groupby("seed")["value"].mean()
-        out.append({"feature_scaling": scaling, "runs": len(v), "seeds": len(per_seed),
-                    "test AUROC, ALL (mean)": per_seed.mean(), "std over seeds": per_seed.std(),
-                    "paper, ALL": paper.TABLE2["ALGAN-feature"]["ALL"],
-                    "runs starting inverted": int((v["first_val_auroc"] < 0.5).sum()),
-                    "median first val AUROC": v["first_val_auroc"].median()})
-    return pd.DataFrame(out).set_index("feature_scaling")
-
-
-def constant_dimensions(*, seed: int = 0, categories=None, data_root=None) -> pd.DataFrame:
-    """Per ADBench category: how many of the (512) dimensions are constant over the training rows of
-    the seeded split, the share of normal / anomalous test rows that leave that constant anywhere,
-    and the test AUROC of that count alone as a score (how much signal `drop_constant` gives up)."""
-    rows = []
-    for category in adbench_categories(data_root) if categories is None else categories:
-        split = load_features(resolve_root(data_root) / ADBENCH_DIR / f"{category}.npz", seed=seed)
-        train, test, y = split.train.x, split.test.x, split.test.y
-        const = train.std(0) < FEATURE_STD_FLOOR
-        off = (np.abs(test[:, const] - train[0, const]) > FEATURE_STD_FLOOR).sum(1)
-        rows.append({"category": category, "constant dims": int(const.sum()),
-                     "normal test rows off": (off[y == 0] > 0).mean(),
-                     "anomalous test rows off": (off[y == 1] > 0).mean(), "AUROC of the off-count": auroc(y, off)})
-    return pd.DataFrame(rows).set_index("category")
-
-
-def feature_scaling_verdict(summary: pd.DataFrame) -> str:
-    """One sentence per non-default scaling against "standardise" (Table 2's runs)."""
-    if "standardise" not in summary.index:
-        return "No standardise runs to compare with."
-    base, lines = summary.loc["standardise"], []
-    for name, r in summary.drop(index="standardise").iterrows():
-        diff = r["test AUROC, ALL (mean)"] - base["test AUROC, ALL (mean)"]
-        lines.append(f"{name}: test AUROC over all categories {r['test AUROC, ALL (mean)']:.3f} ± "
-                     f"{r['std over seeds']:.3f} against standardise's {base['test AUROC, ALL (mean)']:.3f} ± "
-                     f"{base['std over seeds']:.3f} ({diff:+.3f}; paper {r['paper, ALL']:.3f}); starting inverted "
-                     f"in {int(r['runs starting inverted'])} of {int(r['runs'])} runs against "
-                     f"{int(base['runs starting inverted'])} of {int(base['runs'])}.")
-    return "\n".join(lines)
