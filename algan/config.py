@@ -27,7 +27,7 @@ SELECTS = ("val_labels", "last", "ema", "proxy")  # train.select: how the checkp
 LABEL_FREE_SELECTS = ("last", "ema", "proxy")
 # What `fit(X)` without any validation data keeps under "val_labels": the label-free rule that lost least
 # against the labelled choice over images, image features and tables on the book's selection page
-# (algan.selection.choose_default, at `cpu`, 3 seeds); "last" before that page.
+# (algan.pages.selection.choose_default, at `cpu`, 3 seeds); "last" before that page.
 LABEL_FREE_DEFAULT = "ema"
 
 # Settings added after runs were cached, with the value those runs used: a stored run that lacks

@@ -254,7 +254,7 @@ def test_save_load_round_trip(cls, tmp_path):
 
 @pytest.mark.parametrize("name, cls", [("ganomaly", GANomaly), ("skip_ganomaly", SkipGANomaly), ("alocc", ALOCC)])
 def test_experiments_method(name, cls):
-    """METHODS[name](splits, profile, seed, overrides, device, progress), as algan.experiments runs it."""
+    """METHODS[name](splits, profile, seed, overrides, device, progress), as algan.runs.image runs it."""
     fit = METHODS[name]
     def split(x, y):
         return ImageSplit(x=x, y=torch.as_tensor(y, dtype=torch.long), paths=[f"{i}.png" for i in range(len(x))])

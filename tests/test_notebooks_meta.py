@@ -1,5 +1,5 @@
 """The book's notebooks: stored clean, parameterised for papermill, listed in the book; and the
-page helpers of algan.experiments. Executing the notebooks is nbval's job (make test)."""
+page helpers of algan.pages. Executing the notebooks is nbval's job (make test)."""
 import ast
 import json
 from pathlib import Path

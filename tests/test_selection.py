@@ -1,4 +1,4 @@
-"""The selection page's arithmetic (algan.selection) and its ledger claims, on made-up runs."""
+"""The selection page's arithmetic (algan.pages.selection) and its ledger claims, on made-up runs."""
 import math
 
 import pandas as pd
