@@ -66,7 +66,9 @@ def test_image_table_smoke_on_real_bottle(tmp_path, data_root):
     scores = results.read_scores(folder)
     assert sorted(scores.split.unique()) == ["test", "val"] and len(scores) == 83
     assert list(scores.columns) == ["split", "label", "score"] and scores.score.dtype == "float32"  # split order
-    assert (folder / "history.csv").exists() and (folder / "samples.png").exists()  # a reading's point: Figure 1's
+    assert scores.loc[scores.split == "val", "score"].isna().all() and scores.loc[scores.split == "test", "score"].notna().all()
+    assert (folder / "history.csv.gz").exists() and (folder / "samples.png").exists()  # a reading's point: Figure 1's
+    assert results.read_history(folder)["epoch"].tolist() == list(range(1, len(results.read_history(folder)) + 1))
     size = sum(f.stat().st_size for f in folder.iterdir() if f.name not in ("model.pt", "samples.png"))
     assert size < 20_000, size  # what results/ keeps of a run, less the figure's samples
     summary = IM.summarize(tidy)

@@ -114,7 +114,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(case, tmp_path, data_r
     assert f"after epoch {stopped}" in capsys.readouterr().err  # it continued, not restarted
     whole = fn(**kwargs, data_root=data_root, runs_dir=tmp_path / "whole", device="cpu", checkpoint_every=0)
 
-    a, b = (pd.read_csv(run["folder"] / "history.csv") for run in (resumed, whole))
+    a, b = (results.read_history(run["folder"]) for run in (resumed, whole))
     assert list(a["epoch"]) == list(range(1, EPOCHS + 1))
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"), check_exact=True)
     assert (resumed["folder"] / results.SCORES).read_bytes() == (whole["folder"] / results.SCORES).read_bytes()

@@ -151,3 +151,27 @@ def test_a_new_run_adds_at_most_20_kb(tmp_path, data_root, method, dataset, cate
     assert not (folder / "samples.png").exists()  # no figure shows these runs' samples
     assert len(results.read_scores(folder)) == run["metrics"]["n_val"] + run["metrics"]["n_test"]
     assert tracked_bytes(folder) < 20_000, {p.name: p.stat().st_size for p in folder.iterdir()}
+
+
+def test_a_runs_history_is_gzipped_reproducibly_and_an_older_csv_still_reads(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3], "loss_d": [1.2345678, 0.5, np.nan], "val_auroc": [np.nan, 0.75, 0.8]})
+    for name in ("a", "b"):
+        results.write_history(tmp_path / name, history)
+    a, b = ((tmp_path / name / results.HISTORY).read_bytes() for name in ("a", "b"))
+    assert a == b  # no file name or time in the gzip header
+    back = results.read_history(tmp_path / "a")
+    assert back["loss_d"].iloc[0] == 1.23457 and back["val_auroc"].iloc[1:].tolist() == [0.75, 0.8]  # 6 digits
+    history.to_csv(tmp_path / "old.csv", index=False)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old.csv").rename(tmp_path / "old" / results.OLD_HISTORY)
+    assert results.history_path(tmp_path / "old").name == "history.csv"
+    pd.testing.assert_frame_equal(results.read_history(tmp_path / "old"), history)
+
+
+def test_a_run_keeps_only_its_test_scores(tmp_path):
+    frame = pd.DataFrame({"split": ["val", "val", "test", "test"], "label": [0, 1, 0, 1],
+                          "score": np.array([0.1, 0.9, 0.2, 0.8], dtype=np.float32)})
+    results.write_scores(tmp_path, frame, results.SCORED_SPLITS)
+    back = results.read_scores(tmp_path)
+    assert back[["split", "label"]].equals(frame[["split", "label"]])  # every row, with its label
+    assert back["score"].iloc[:2].isna().all() and back["score"].iloc[2:].tolist() == frame["score"].iloc[2:].tolist()

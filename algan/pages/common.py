@@ -155,13 +155,13 @@ def split_sizes(tidy: pd.DataFrame, runs_dir=None) -> str:
 
 
 def run_histories(tidy: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
-    """Per-epoch `history.csv` of each run in a tidy table (methods without epochs have none)."""
+    """Per-epoch history (`results.read_history`) of each run in a tidy table (methods without epochs have none)."""
     root = Path(runs_dir or results.default_runs_dir())
     runs = tidy.dropna(subset=["run"]).drop_duplicates("run") if "run" in tidy else tidy.iloc[:0]
-    frames = [pd.read_csv(root / r.run / "history.csv").assign(dataset=r.dataset, category=r.category,
+    frames = [results.read_history(root / r.run).assign(dataset=r.dataset, category=r.category,
                                                               method=r.method, seed=int(r.seed), run=r.run,
                                                               reading=getattr(r, "reading", None))
-              for r in runs.itertuples() if (root / r.run / "history.csv").is_file()]
+              for r in runs.itertuples() if results.history_path(root / r.run).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "val_auroc", "dataset", "category", "method", "seed", "run"])
 

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .. import paper
+from .. import paper, results
 from ..config import FEATURE_SCALINGS
 from ..data import DataError, TEXTURES, load_dataset, load_features, resolve_root
 from ..detector import FEATURE_STD_FLOOR
@@ -148,7 +148,7 @@ def feature_scaling_runs(*, profile: str = "smoke", seeds=None, categories=None,
         overrides = {} if scaling == "standardise" else {"model.feature_scaling": scaling}
         run = run_feature("algan", "adbench", category=category, profile=profile, seed=seed, overrides=overrides,
                           data_root=data_root, runs_dir=runs_dir)
-        history = pd.read_csv(run["folder"] / "history.csv").dropna(subset=["val_auroc"])
+        history = results.read_history(run["folder"]).dropna(subset=["val_auroc"])
         first = float(history["val_auroc"].iloc[0]) if not history.empty else np.nan
         rows += [{**r, "feature_scaling": scaling, "first_val_auroc": first} for r in tidy(run)]
     return pd.DataFrame(rows)

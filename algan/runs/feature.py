@@ -234,9 +234,9 @@ def run_feature(method: str, source: str, *, category: Optional[str] = None, pro
         fit_seconds = time.perf_counter() - start
         results.write_scores(folder, pd.concat([
             pd.DataFrame({"split": k, "id": data.ids[k], "label": data.labels[k], "score": scores[k]})
-            for k in ("val", "test")]))
+            for k in ("val", "test")]), results.SCORED_SPLITS)
         if history is not None:
-            results.write_csv(folder / "history.csv", history, float_format="%.6g")
+            results.write_history(folder, history)
         if isinstance(det, ALGAN):
             det.save(folder / "model.pt")
         return {"test_auroc": auroc(data.labels["test"], scores["test"]), "split_hash": data.info["split_hash"],

@@ -101,9 +101,9 @@ def run_image(method: str, dataset: str, *, category: Optional[str] = None, prof
         # rows in the order of the split's file list (results.split_files), each score exact
         results.write_scores(folder, pd.concat([
             pd.DataFrame({"split": name, "label": getattr(splits, name).y.numpy(), "score": s})
-            for name, s in scores.items()]))
+            for name, s in scores.items()]), results.SCORED_SPLITS)
         if history is not None:
-            results.write_csv(folder / "history.csv", history, float_format="%.6g")
+            results.write_history(folder, history)
         det.save(folder / "model.pt")
         if isinstance(det, ALGAN) and shows_samples(args):
             save_samples(det, folder / "samples.png")

@@ -178,9 +178,9 @@ def run_tabular(method: str, dataset: str = DATASET, *, category: str, profile: 
         if last_scores is not None:
             frames += [pd.DataFrame({"split": k, "checkpoint": "last", "id": p.rows, "label": p.y,
                                      "score": last_scores[k]}) for k, p in parts.items()]
-        results.write_scores(folder, pd.concat(frames))
+        results.write_scores(folder, pd.concat(frames), results.SCORED_SPLITS)
         if history is not None:
-            results.write_csv(folder / "history.csv", history, float_format="%.6g")
+            results.write_history(folder, history)
         return {"test_auroc": auroc(data.test.y, scores["test"]), "split_hash": data.split_hash(),
                 "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
                 "n_test_anomalous": int(data.test.y.sum()), "dim": int(data.train.x.shape[1]),
