@@ -142,7 +142,8 @@ def tracked_bytes(folder):
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix != ".pt")
 
 
-@pytest.mark.parametrize("method, dataset, category", [("knn", "mvtec", "bottle"), ("algan", "mtd", None)])
+@pytest.mark.parametrize("method, dataset, category", [("knn", "mvtec", "bottle"), ("algan", "mtd", None),
+                                                       ("algan", "coil100", None)])  # COIL: 3,384 test images
 def test_a_new_run_adds_at_most_20_kb(tmp_path, data_root, method, dataset, category):
     run = RI.run_image(method, dataset, category=category, profile="smoke", seed=0, data_root=data_root,
                        runs_dir=tmp_path)
