@@ -156,8 +156,10 @@ class TrainConfig:
                                     # D step in one call (the same logits, as D has no batch statistics, but
                                     # each spectral norm's power iteration runs once per D step instead of
                                     # once per call), Adam is torch's fused kernel, and ALGAN-feature's D uses
-                                    # fused spectral-norm layers (sigma = ||W^T u||; without amp): the same
-                                    # algorithm in other floating-point arithmetic (benchmarks/bench_feature_step.py)
+                                    # fused spectral-norm layers (sigma = ||W^T u||); without amp, ALGAN-feature's
+                                    # D and G updates are written out by hand (algan.models.feature_step, no
+                                    # autograd): the same algorithm in other floating-point arithmetic
+                                    # (benchmarks/bench_feature_step.py)
     record_selects: bool = False    # also keep the D that every other rule of SELECTS would choose (where it
                                     # applies), so that one run measures them all (ALGAN.rule_discriminators);
                                     # the training and the chosen checkpoint are unchanged

@@ -180,10 +180,12 @@ class ALGAN(BaseDetector):
         check_select(self.config.train, x_val, y_val)  # before the networks are built: one line, no training
         torch.manual_seed(self.seed)  # network initialisation
         self.generator, self.discriminator = build_networks(self.config.model)
+        image = self.config.model.kind == "image"  # a feature G's output is D's input as it is
         result = train_algan(
             self.generator, self.discriminator, self._stored(x), self.config.train,
             latent_dim=self.config.model.latent_dim, seed=self.seed, augment=augment,
-            prepare=self._prepare, prepare_fake=self._prepare_fake, x_val=None if x_val is None else self._stored(x_val),
+            prepare=self._prepare, prepare_fake=self._prepare_fake if image else None,
+            x_val=None if x_val is None else self._stored(x_val),
             y_val=None if y_val is None else np.asarray(y_val), val_views=views, device=self.device,
             progress=self.progress)
         self.history_, self.best_epoch_, self.best_val_auroc_ = result.history, result.best_epoch, result.best_val_auroc

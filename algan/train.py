@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -30,6 +31,7 @@ from torch import nn
 from . import resume
 from .config import TrainConfig
 from .device import to_device
+from .models.feature_step import FeatureSteps
 from .score import auroc, discriminator_scores
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -140,9 +142,12 @@ class Buffer:
         self.is_anomalous[slots] = is_anomalous[pick]
         self.birth[slots] = born[pick]
 
-    def sample(self, n: int):
-        """(x^, is_anomalous, birth) of n draws with replacement; x^ on the samples' device, the rest on the CPU."""
+    def sample(self, n: int, grouped: bool = False):
+        """(x^, is_anomalous, birth) of n draws with replacement; x^ on the samples' device, the rest on the CPU.
+        `grouped`: the normal draws first, then the anomalous (each in draw order)."""
         idx = torch.randint(len(self), (n,), generator=self.gen)
+        if grouped:
+            idx = idx[torch.argsort(self.is_anomalous[idx].to(torch.uint8), stable=True)]
         return self.x[to_device(idx, self.x.device)], self.is_anomalous[idx], self.birth[idx]
 
 
@@ -171,6 +176,28 @@ def discriminator_loss(real, fake_n, fake_a, buf_n=None, buf_a=None, *, alpha: f
     normal = xi * _fake_term(fake_n) + (1 - xi) * _fake_term(buf_n)
     anomalous = xi * _fake_term(fake_a) + (1 - xi) * _fake_term(buf_a)
     return F.softplus(-real).mean() + alpha * normal + (1 - alpha) * anomalous
+
+
+def discriminator_row_weights(n_real: int, n_normal: int, n_anom: int, n_buf_normal: int = 0, n_buf_anom: int = 0,
+                              *, alpha: float, xi: float, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, s) on the CPU with `discriminator_loss` = sum(w * softplus(s * logits)) for the logits of rows grouped
+    as [real, fake normal, fake anomalous, buffered normal, buffered anomalous] with these counts (no buffered
+    rows: xi is taken as 1, as there): each row's w is its group's weight in Eq. (6) over the group's size, and
+    s is -1 on the real rows, +1 on the others."""
+    if n_buf_normal + n_buf_anom == 0:
+        xi = 1.0
+    groups = [(n_real, 1.0), (n_normal, alpha * xi), (n_anom, (1 - alpha) * xi), (n_buf_normal, alpha * (1 - xi)),
+              (n_buf_anom, (1 - alpha) * (1 - xi))]
+    w = torch.cat([torch.full((n,), weight / n, dtype=torch.double) for n, weight in groups if n]).to(dtype)
+    s = torch.ones(len(w), dtype=dtype)
+    s[:n_real] = -1.0
+    return w, s
+
+
+@functools.lru_cache(maxsize=256)
+def _row_weights_on(device: torch.device, counts: tuple[int, ...], alpha: float, xi: float):
+    """`discriminator_row_weights` on the device, once per group counts (a run meets a few dozen)."""
+    return tuple(to_device(t, device) for t in discriminator_row_weights(*counts, alpha=alpha, xi=xi))
 
 
 TERMS = ("real", "fake_normal", "fake_anomalous", "buf_normal", "buf_anomalous")
@@ -373,7 +400,7 @@ def train_algan(
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     prepare = prepare or (lambda x: x)
-    prepare_fake = prepare_fake or (lambda x: x)
+    explicit_fake, prepare_fake = prepare_fake, prepare_fake or (lambda x: x)
     G, D = generator.to(device), discriminator.to(device)
     adam = {"fused": True} if cfg.fast_step else {"foreach": True}  # fused: one pass per parameter, not ~7
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), **adam)
@@ -395,6 +422,9 @@ def train_algan(
     # train.record_selects: the best epoch and D of each other best-AUROC rule, beside the chosen rule's
     others = {r: (-np.inf, 0, None) for r in ("val_labels", "proxy") if r in select.rules and r != cfg.select}
     g_updates = 0
+    # train.fast_step on ALGAN-feature's nets (float32, G's output as D's input): the hand-written updates
+    by_hand = cfg.fast_step and cfg.amp == "none" and explicit_fake is None and FeatureSteps.applies(G, D)
+    steps = FeatureSteps(G, D, opt_g, opt_d) if by_hand else None
 
     rows, best_auc, best_epoch, best_state, last_auc = [], -np.inf, 0, None, float("nan")
     loop = {"loop": "algan", "train": dataclasses.asdict(cfg), "latent_dim": latent_dim, "seed": seed,
@@ -436,14 +466,26 @@ def train_algan(
                 use_buffer = cfg.use_buffer and epoch > 1 and len(buffer) > 0
                 # line 9 sits inside the k loop, but G does not change there, so x' is the same for
                 # every k: compute it once. (B, ...)
-                with torch.no_grad():
-                    x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))  # line 9: x'
+                if steps is not None and cfg.fake_bn_stats != "separate":
+                    x_fake = steps.fakes(z_d, cfg.fake_bn_stats)              # line 9: x'
+                else:
+                    with torch.no_grad():
+                        x_fake = prepare_fake(make_fakes(G, z_d, is_anom, n_anom, cfg.fake_bn_stats))
                 for k in range(cfg.n_dis):                                    # line 8
                     # ---- D step: maximise Eq. (6) = minimise its negative ----
                     if use_buffer:                                            # lines 10-15
-                        x_buf, buf_anom, born = buffer.sample(cfg.batch_size)  # line 13
+                        x_buf, buf_anom, born = buffer.sample(cfg.batch_size, grouped=steps is not None)  # line 13
+                    parts = [x, x_fake, x_buf] if use_buffer else [x, x_fake]
+                    if steps is not None and not (measure and j == 0 and k == 0):  # (the shares need autograd)
+                        counts = (len(x), n_normal, n_anom)  # the rows' groups: fakes and draws are grouped
+                        if use_buffer:
+                            n_ba = int(buf_anom.sum())
+                            counts += (len(buf_anom) - n_ba, n_ba)
+                            stats.add_ages(g_updates - born)
+                        logits, loss_d = steps.d_step(torch.cat(parts), *_row_weights_on(device, counts, alpha, cfg.xi))
+                        stats.add_d_rows(loss_d, logits, counts)
+                        continue
                     if cfg.fast_step:  # one call on all rows: D has no batch statistics, so the same logits
-                        parts = [x, x_fake, x_buf] if use_buffer else [x, x_fake]
                         logits = D(torch.cat(parts)).split([len(p) for p in parts])
                     else:
                         logits = [D(x), D(x_fake)] + ([D(x_buf)] if use_buffer else [])
@@ -467,12 +509,15 @@ def train_algan(
                     else:
                         pending.append((x_fake, is_anom, g_updates))
                 # ---- G step: Eq. (5), normal latents only ----
-                with frozen(d_params):  # D's gradients of the G step were never used: not computed
-                    g_logits = D(prepare_fake(G(z_g)))                        # line 19
-                    loss_g = generator_loss(g_logits, cfg.generator_loss)
-                    opt_g.zero_grad(set_to_none=True)
-                    loss_g.backward()
-                opt_g.step()                                                  # line 20
+                if steps is not None:
+                    loss_g = steps.g_step(z_g, cfg.generator_loss)           # lines 19-20
+                else:
+                    with frozen(d_params):  # D's gradients of the G step were never used: not computed
+                        g_logits = D(prepare_fake(G(z_g)))                    # line 19
+                        loss_g = generator_loss(g_logits, cfg.generator_loss)
+                        opt_g.zero_grad(set_to_none=True)
+                        loss_g.backward()
+                    opt_g.step()                                              # line 20
                 g_updates += 1
                 stats.add_g(loss_g)
             if pending:  # Sec. III-A: once per epoch, a portion of the buffer is replaced by this epoch's fakes
@@ -604,14 +649,15 @@ def make_fakes(G: nn.Module, z: torch.Tensor, is_anom: torch.Tensor, n_anom: int
 
 
 class _EpochStats:
-    """Per-epoch sums of the losses and diagnostics: each step's values are kept as they are (0-d tensors on the
-    device) and summed once at the end of the epoch, in step order in float64 (one host sync per epoch, no
-    bookkeeping ops per step); counts are Python numbers."""
+    """Per-epoch sums of the losses and diagnostics: each step's values are kept as they are (tensors on the
+    device) and summed once at the end of the epoch in float64 (one host sync per epoch, few bookkeeping ops per
+    step), in an order fixed by the steps; counts are Python numbers."""
 
     def __init__(self):
         self.values: dict[str, list[torch.Tensor]] = {}
         self.counts: dict[str, float] = {}
         self.ages: list[torch.Tensor] = []
+        self.rows: dict[tuple[int, ...], list[torch.Tensor]] = {}  # add_d_rows: the logits of steps, by counts
 
     def _add(self, name: str, value) -> None:
         if isinstance(value, torch.Tensor):
@@ -638,10 +684,41 @@ class _EpochStats:
         self._add("d_buf_sum_anomalous", buf_a.double().sum())
         self._add("n_buf_normal", float(len(buf_n)))
         self._add("n_buf_anomalous", float(len(buf_a)))
+        self.add_ages(ages)
+
+    def add_ages(self, ages) -> None:
         self.ages.append(ages)
 
     def add_g(self, loss_g) -> None:
         self._add("loss_g", loss_g)
+
+    def add_d_rows(self, loss_d, logits, counts: tuple[int, ...]) -> None:
+        """One D step as `add_d` and `add_buffer` take it, with D's logits (R,) on rows grouped as [real, fake
+        normal, fake anomalous[, buffered normal, buffered anomalous]] with these counts; the draw's ages go to
+        `add_ages`. Nothing is computed until the epoch ends."""
+        self._add("loss_d", loss_d)
+        self.rows.setdefault(counts, []).append(logits.detach())
+
+    def _grouped(self) -> dict[str, float]:
+        """The sums `add_d` and `add_buffer` would have made for the steps of `add_d_rows`: per group counts, the
+        steps' logits as one (steps, R) float64 matrix."""
+        names, sums, counts = [], [], {}
+        for key, logits in self.rows.items():
+            n_steps, (real, fn, fa, *buf) = len(logits), torch.stack(logits).double().split(key, 1)
+            parts = [("d_real", real.mean(1))]
+            for name, group in (("normal", fn), ("anomalous", fa)):
+                if group.shape[1]:
+                    parts += [(f"d_fake_{name}", group.mean(1)), (f"sat_fake_{name}", (group < SATURATED_LOGIT).double().mean(1))]
+                    counts[f"n_steps_{name}"] = counts.get(f"n_steps_{name}", 0.0) + n_steps
+            for name, group in zip(("normal", "anomalous"), buf):
+                parts.append((f"d_buf_sum_{name}", group.sum(1)))
+                counts[f"n_buf_{name}"] = counts.get(f"n_buf_{name}", 0.0) + n_steps * group.shape[1]
+            names += [name for name, _ in parts]
+            sums += [values.sum() for _, values in parts]
+        totals = dict(counts)
+        for name, value in zip(names, torch.stack(sums).tolist() if sums else []):
+            totals[name] = totals.get(name, 0.0) + value
+        return totals
 
     def row(self, n_batches: int, n_dis: int) -> dict:
         names = list(self.values)
@@ -652,6 +729,8 @@ class _EpochStats:
             for x in flat[at:at + len(self.values[k])]:  # not sum(): Python >= 3.12 compensates its rounding
                 total += x
             v[k], at = total, at + len(self.values[k])
+        for k, total in self._grouped().items():
+            v[k] = v.get(k, 0.0) + total
         nan = float("nan")
         per = lambda name, count: v[name] / v[count] if v.get(count) else nan  # noqa: E731
         steps = n_batches * n_dis

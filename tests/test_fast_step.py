@@ -9,7 +9,9 @@ import torch
 
 from algan.config import profile
 from algan.models.algan_nets import build_networks
-from algan.train import train_algan
+from algan.models.feature_step import FeatureSteps
+from algan.train import (discriminator_loss, discriminator_row_weights, generator_loss, make_fakes, split_rows,
+                         train_algan)
 
 
 def _feature_nets(dim=21, hidden=32):
@@ -55,9 +57,11 @@ def _count_d_calls(cfg, G, D, x, **train):
 def test_a_d_step_calls_d_once_when_fast(fast):
     cfg, G, D = _feature_nets()
     x = torch.randn(48, 21)  # 3 batches an epoch; epoch 1 without the buffer, epoch 2 with it
-    n, train = _count_d_calls(cfg, G, D, x, **{"train.fast_step": fast})
-    per_d_step = (1, 1) if fast else (2, 3)  # (epoch 1, epoch 2): real, fake[, buffered]
-    assert n == sum(3 * (train.n_dis * k + 1) for k in per_d_step)  # + the G step's call
+    n, train = _count_d_calls(cfg, G, D, x, **{"train.fast_step": fast, "train.eval_every": 1})
+    if fast:  # ALGAN-feature's hand-written updates call no module; the D step whose gradient shares are
+        assert n == 2  # measured (the first of each validation epoch) is autograd's, with one D call
+    else:
+        assert n == sum(3 * (train.n_dis * k + 1) for k in (2, 3))  # (epoch 1, 2): real, fake[, buffered]; + G's
 
 
 def test_the_batched_call_gives_the_separate_calls_logits():
@@ -89,3 +93,82 @@ def test_a_fast_run_is_reproducible_for_its_seed(kind, train, one_torch_thread):
     for key, value in a.best_state["discriminator"].items():
         assert value.equal(b.best_state["discriminator"][key]), key
     assert not a.history["loss_d"].equals(other.history["loss_d"])
+
+
+# ---- the hand-written ALGAN-feature updates (algan/models/feature_step.py) against autograd, in float64 ----
+def _two_copies():
+    """Two identical float64 (G, D, opt_g, opt_d) in training mode, Adam fused as with train.fast_step."""
+    _, G, D = _feature_nets()
+    G, D = G.double().train(), D.double().train()
+    out = []
+    for G, D in [(G, D), (copy.deepcopy(G), copy.deepcopy(D))]:
+        opts = [torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True) for net in (G, D)]
+        out.append((G, D, *opts))
+    return out
+
+
+def _assert_same_state(a, b):
+    """Two (G, D, opt_g, opt_d): weights, u, v, BN statistics and Adam's state agree to 1e-12."""
+    for net_a, net_b in zip(a[:2], b[:2]):
+        for (name, p), q in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+            torch.testing.assert_close(q, p, rtol=0, atol=1e-12, msg=name)
+    for opt_a, opt_b in zip(a[2:], b[2:]):
+        for p, q in zip(opt_a.state.values(), opt_b.state.values(), strict=True):
+            for key in p:
+                torch.testing.assert_close(q[key], p[key], rtol=0, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_the_hand_written_d_step_is_autograds_in_float64(buffered):
+    ref, hand = _two_copies()
+    steps, g = FeatureSteps(*hand), torch.Generator().manual_seed(0)
+    is_anom = torch.tensor([False] * 12 + [True] * 4)  # as the training loop's: normal latents first
+    buf_anom = (torch.rand(16, generator=g) < 0.3).sort().values  # a grouped draw: its normal rows first
+    counts = (16, 12, 4) + ((16 - int(buf_anom.sum()), int(buf_anom.sum())) if buffered else ())
+    for _ in range(3):  # the first Adam step creates the state (the optimiser's own); then the kernel
+        x = torch.randn(48 if buffered else 32, 21, generator=g, dtype=torch.double)
+        logits = ref[1].forward_fused(x)  # train.fast_step's autograd step: one D call on all rows
+        buf = dict(zip(("buf_n", "buf_a"), split_rows(logits[32:], buf_anom))) if buffered else {}
+        loss = discriminator_loss(logits[:16], *split_rows(logits[16:32], is_anom), **buf, alpha=0.75, xi=0.5)
+        ref[3].zero_grad()
+        loss.backward()
+        ref[3].step()
+        w, s = discriminator_row_weights(*counts, alpha=0.75, xi=0.5, dtype=torch.double)
+        logits_hand, loss_hand = steps.d_step(x, w, s)
+        torch.testing.assert_close(logits_hand, logits.detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(loss_hand, loss.detach(), rtol=0, atol=1e-12)
+        _assert_same_state(ref, hand)
+
+
+def _with_latents(n: int):
+    """`_two_copies()`, `FeatureSteps` on the second, and n float64 latent batches of 16."""
+    ref, hand = _two_copies()
+    g = torch.Generator().manual_seed(0)
+    return ref, hand, FeatureSteps(*hand), [torch.randn(16, ref[0].net[0].in_features, generator=g,
+                                                        dtype=torch.double) for _ in range(n)]
+
+
+@pytest.mark.parametrize("form", ["saturating", "non_saturating"])
+def test_the_hand_written_g_step_is_autograds_in_float64(form):
+    ref, hand, steps, latents = _with_latents(3)
+    for z in latents:
+        for p in ref[1].parameters():  # as train's frozen(): no D gradients; its power iteration runs
+            p.requires_grad_(False)
+        loss = generator_loss(ref[1].forward_fused(ref[0](z)), form)
+        ref[2].zero_grad()
+        loss.backward()
+        ref[2].step()
+        for p in ref[1].parameters():
+            p.requires_grad_(True)
+        torch.testing.assert_close(steps.g_step(z, form), loss.detach(), rtol=0, atol=1e-12)
+        _assert_same_state(ref, hand)
+
+
+@pytest.mark.parametrize("bn_stats", ["running", "batch"])
+def test_the_hand_written_fakes_are_make_fakes_in_float64(bn_stats):
+    ref, hand, steps, latents = _with_latents(2)
+    for z in latents:
+        expected = make_fakes(ref[0], z, torch.arange(16) >= 12, 4, bn_stats)
+        torch.testing.assert_close(steps.fakes(z, bn_stats), expected, rtol=0, atol=1e-12)
+        _assert_same_state(ref, hand)  # "batch": the running statistics move alike
+    assert hand[0].net[1].running_mean.any() == (bn_stats == "batch")
