@@ -33,7 +33,8 @@ class FeatureSteps:
     def __init__(self, G: FeatureGenerator, D: FeatureDiscriminator, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer):
         # The tensors the updates read and write in place (loading a state dict copies into them): per D layer
-        # (weight, bias, u, v, eps), per G linear (weight, bias or None), per G batch norm the module itself
+        # (weight, bias, u, v, eps), per G linear (weight, bias or None), per G batch norm (gamma, beta, running
+        # mean and variance, batch count, momentum, eps)
         self.d_layers = [(m.parametrizations.weight.original, m.bias, m.parametrizations.weight[0]._u,
                           m.parametrizations.weight[0]._v, m.parametrizations.weight[0].eps)
                          for m in D.net if isinstance(m, nn.Linear)]
@@ -116,7 +117,6 @@ class FeatureSteps:
         with torch.no_grad():
             return self._g_forward(z, training=bn_stats == "batch")[0]
 
-    # ---- G --------------------------------------------------------------------------------------------
     def g_step(self, z: torch.Tensor, generator_loss: str) -> torch.Tensor:
         """One G update on the latents z (B, latent) by Eq. (5) in the form `generator_loss`: the loss."""
         with torch.no_grad():
