@@ -6,9 +6,9 @@ Usage: python benchmarks/bench_feature_step.py [--dim 21 166 512 1280] [--batch 
        [--threads 1] [--mode default fast_step]
 Prints one line per feature dimension and batch size: ms per step of the default step and of `train.fast_step`
 (ALGAN-feature's updates written out by hand, `algan.models.feature_step`: no autograd, one D pass per D step on
-all its rows, torch's fused Adam kernel), each as a multiple of the floor, and the speed-up. A step is timed as the difference between a run of 1 + E epochs and one of 1
-epoch, over E x the batches per epoch: setup, the first epoch (no buffer yet) and the last (the gradient shares)
-cancel out. CPU time (`time.process_time`, one thread) is the figure to compare on a busy machine; wall time is
+all its rows, torch's fused Adam kernel), each as a multiple of the floor, and the speed-up. A step is timed as
+the difference between a run of 1 + E epochs and one of 1 epoch, over E x the batches per epoch: setup, the first
+epoch (no buffer yet) and the last (the gradient shares) cancel out. CPU time (`time.process_time`, one thread) is the figure to compare on a busy machine; wall time is
 printed beside it.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
