@@ -3,13 +3,22 @@ at batch 16 and 256, against the FLOP floor of the MLPs (the step's FLOPs at thi
 matmul rate, `algan.timing.device_throughput`).
 
 Usage: python benchmarks/bench_feature_step.py [--dim 21 166 512 1280] [--batch 16 256] [--hidden 512]
-       [--threads 1] [--mode default fast_step]
+       [--threads 1] [--mode default fast_step] [--breakdown [--compiled] [--repeats 3]] [--auroc]
 Prints one line per feature dimension and batch size: ms per step of the default step and of `train.fast_step`
 (ALGAN-feature's updates written out by hand, `algan.models.feature_step`: no autograd, one D pass per D step on
 all its rows, torch's fused Adam kernel), each as a multiple of the floor, and the speed-up. A step is timed as
 the difference between a run of 1 + E epochs and one of 1 epoch, over E x the batches per epoch: setup, the first
 epoch (no buffer yet) and the last (the gradient shares) cancel out. CPU time (`time.process_time`, one thread) is the figure to compare on a busy machine; wall time is
 printed beside it.
+
+--breakdown: where a `fast_step` step's time goes (batch and dimensions as given; CPU time, each figure the least
+of --repeats; figures, not a test): per step, the time of its matmuls, of Adam's kernel and of the power
+iterations' matrix-vector products (each operation of the timed epochs timed by a `TorchDispatchMode`), the last
+step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
+cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the
+last step, and the Python around them). --compiled adds the D update's
+forward and gradients (`FeatureSteps`, Adam left out) eager and under `torch.compile` (inductor, which needs a C++
+compiler), with the compile's seconds.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
 train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
@@ -19,6 +28,7 @@ difference, its SE over the pairs, and the median seconds per run of each). Not 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import time
@@ -28,10 +38,13 @@ import numpy as np
 
 import torch
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from algan.config import profile
 from algan.models.algan_nets import build_networks
+from algan.models.feature_step import FeatureSteps
 from algan.timing import count_flops
-from algan.train import train_algan
+from algan.train import _row_weights_on, train_algan
 
 
 def matmul_rate(reps: int = 5) -> float:
@@ -46,17 +59,132 @@ def matmul_rate(reps: int = 5) -> float:
     return 2 * 2048 ** 3 / best
 
 
-def run(batch: int, dim: int, fast: bool, args, epochs: int) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of `train_algan` for `epochs` epochs on random features, no validation."""
-    cfg = profile("cpu", kind="feature", reading=args.reading, **{
+def _cfg(batch: int, dim: int, fast: bool, args, epochs: int):
+    return profile("cpu", kind="feature", reading=args.reading, **{
         "model.feature_dim": dim, "model.feature_hidden": args.hidden, "train.batch_size": batch,
         "train.epochs": epochs, "train.fast_step": fast, "train.select": "last"})
+
+
+def run(batch: int, dim: int, fast: bool, args, epochs: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of `train_algan` for `epochs` epochs on random features, no validation."""
+    cfg = _cfg(batch, dim, fast, args, epochs)
     x = torch.randn(batch * args.batches, dim, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     G, D = build_networks(cfg.model)
     cpu, wall = time.process_time(), time.perf_counter()
     train_algan(G, D, x, cfg.train, latent_dim=cfg.model.latent_dim, seed=0, progress=False)
     return time.process_time() - cpu, time.perf_counter() - wall
+
+
+KINDS = {"mm": "matmul", "addmm": "matmul", "_fused_adam_": "Adam", "mv": "power iteration",
+         "addmv_": "power iteration"}
+
+
+class _OpTimes(TorchDispatchMode):
+    """CPU seconds of every tensor operation by kind (`KINDS`, else "other"), measured around the operation itself
+    (the mode's own Python is outside), and the operations in order: (kind, the op, its operands as (shape,
+    stride) for matmuls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self.ops = collections.Counter(), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kind = KINDS.get(func.overloadpacket.__name__, "other")
+        start = time.process_time()
+        out = func(*args, **(kwargs or {}))
+        self.seconds[kind] += time.process_time() - start
+        operands = None
+        if kind == "matmul":
+            operands = [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args]
+        self.ops.append((kind, func, operands))
+        return out
+
+    def last_step(self, adams: int) -> list[tuple]:
+        """The operations of the run's last step, for `adams` Adam kernels per step (n_dis for D, 1 for G, which
+        ends a step): those after the previous step's last."""
+        adam = [i for i, (kind, *_) in enumerate(self.ops) if kind == "Adam"]
+        return self.ops[adam[-1 - adams] + 1:adam[-1] + 1]
+
+
+def _hot(func, operands, reps: int = 30) -> float:
+    """CPU seconds of one matmul on random operands of these shapes and strides, best of `reps` back-to-back calls."""
+    args = [torch.empty_strided(*a).normal_() if isinstance(a, tuple) else a for a in operands]
+    func(*args)
+    best = math.inf
+    for _ in range(reps):
+        start = time.process_time()
+        func(*args)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def breakdown(args) -> None:
+    """Where the time of a `fast_step` step goes, per kind of operation (see the module's docstring)."""
+    peak = matmul_rate()
+    for dim in args.dim:
+        for batch in args.batch:
+            steps = args.epochs * args.batches
+            run(batch, dim, True, args, 1)  # warm-up
+            step = min(run(batch, dim, True, args, 1 + args.epochs)[0] - run(batch, dim, True, args, 1)[0]
+                       for _ in range(args.repeats)) / steps
+            seconds = collections.Counter({kind: math.inf for kind in KINDS.values()})
+            for _ in range(args.repeats):
+                modes = []
+                for epochs in (1, 1 + args.epochs):
+                    with _OpTimes() as times:
+                        run(batch, dim, True, args, epochs)
+                    modes.append(times)
+                for kind in seconds:
+                    seconds[kind] = min(seconds[kind], (modes[1].seconds[kind] - modes[0].seconds[kind]) / steps)
+            last = modes[1].last_step(_cfg(batch, dim, True, args, 1).train.n_dis + 1)
+            calls = collections.Counter(kind for kind, *_ in last)
+            hot = sum(_hot(func, operands) for kind, func, operands in last if kind == "matmul")
+            floor = count_flops(lambda: run(batch, dim, True, args, 1)) / args.batches / peak
+            kernels = sum(seconds[k] for k in ("matmul", "Adam", "power iteration"))
+            print(f"fast_step, {dim}-d features, batch {batch}: {1000 * step:.2f} ms per step, FLOP floor "
+                  f"{1000 * floor:.2f} ms")
+            print(f"  matmuls          {1000 * seconds['matmul']:5.2f} ms  ({calls['matmul']} per step; "
+                  f"{1000 * hot:.2f} ms when each runs alone, in cache)")
+            for kind in ("Adam", "power iteration"):
+                print(f"  {kind:16s} {1000 * seconds[kind]:5.2f} ms  ({calls[kind]} per step)")
+            print(f"  the rest         {1000 * (step - kernels):5.2f} ms  ({calls['other']} other operations per "
+                  f"step and the Python around them)")
+            if args.compiled:
+                compiled(batch, dim, args)
+
+
+def compiled(batch: int, dim: int, args) -> None:
+    """One D update's forward and gradients (`FeatureSteps`, without Adam) eager and under torch.compile."""
+    cfg = _cfg(batch, dim, True, args, 1)
+    G, D = build_networks(cfg.model)
+    steps = FeatureSteps(G.train(), D.train(), *(torch.optim.Adam(m.parameters(), fused=True) for m in (G, D)))
+    x = torch.randn(3 * batch, dim)
+    weights = _row_weights_on(torch.device("cpu"), (batch, batch - batch // 4, batch // 4, batch - batch // 4,
+                                                   batch // 4), cfg.train.alpha, cfg.train.xi)
+
+    def d_grads(x, row_weights, row_signs):
+        logits, saved = steps._d_forward(x)
+        signed = row_signs * logits
+        grad = torch.ops.aten.softplus_backward(row_weights, signed, 1.0, 20.0).mul_(row_signs)
+        return steps._d_backward(grad, saved, weights=True)[1]
+
+    def timed(fn, reps: int = 200) -> float:
+        best = math.inf
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(reps):
+                fn(x, *weights)
+            best = min(best, (time.process_time() - start) / reps)
+        return best
+
+    with torch.no_grad():
+        eager = timed(d_grads)
+        fn, start = torch.compile(d_grads, fullgraph=True, dynamic=False), time.perf_counter()
+        fn(x, *weights)
+        compile_s = time.perf_counter() - start
+        print(f"  D update without Adam ({3 * batch} rows): eager {1000 * eager:.2f} ms, torch.compile "
+              f"{1000 * timed(fn):.2f} ms (compiled in {compile_s:.1f} s)")
 
 
 def auroc(args) -> None:
@@ -109,6 +237,9 @@ def main() -> None:
     parser.add_argument("--reading", default="literal")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 256])
     parser.add_argument("--mode", nargs="+", default=["default", "fast_step"], choices=["default", "fast_step"])
+    parser.add_argument("--breakdown", action="store_true", help="where a fast_step step's time goes")
+    parser.add_argument("--repeats", type=int, default=3, help="with --breakdown: runs per figure (the least is kept)")
+    parser.add_argument("--compiled", action="store_true", help="with --breakdown: the D update under torch.compile")
     parser.add_argument("--auroc", action="store_true", help="compare the cached runs' AUROC instead of timing")
     parser.add_argument("--runs", default="results/runs")
     parser.add_argument("--profile", default="cpu")
@@ -116,6 +247,8 @@ def main() -> None:
     if args.auroc:
         return auroc(args)
     torch.set_num_threads(args.threads)
+    if args.breakdown:
+        return breakdown(args)
     peak = matmul_rate()
     print(f"ALGAN-feature, {args.threads} thread(s), hidden {args.hidden}, reading {args.reading}; sustained "
           f"matmul {peak / 1e9:.1f} GFLOP/s; ms per step in CPU time (wall time in brackets)")

@@ -172,3 +172,22 @@ def test_the_hand_written_fakes_are_make_fakes_in_float64(bn_stats):
         torch.testing.assert_close(steps.fakes(z, bn_stats), expected, rtol=0, atol=1e-12)
         _assert_same_state(ref, hand)  # "batch": the running statistics move alike
     assert hand[0].net[1].running_mean.any() == (bn_stats == "batch")
+
+
+def test_the_step_breakdown_counts_the_hand_steps_kernels():
+    """`bench_feature_step.py --breakdown` (small nets): per step, the hand-written step's 33 matmuls (2 D
+    updates x 8, the G update's 14, x' 3), 3 Adam kernels (2 D, 1 G) and 18 power-iteration products (3 D
+    passes x 3 layers x 2), each line with its milliseconds."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_feature_step.py"
+    args = ["--breakdown", "--dim", "8", "--batch", "4", "--hidden", "16", "--batches", "3", "--epochs", "1",
+            "--repeats", "1"]
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"8-d features, batch 4: \d+\.\d+ ms per step, FLOP floor \d+\.\d+ ms", out), out
+    assert re.search(r"matmuls +\d+\.\d+ ms +\(33 per step; \d+\.\d+ ms when each runs alone", out), out
+    assert re.search(r"Adam +\d+\.\d+ ms +\(3 per step\)", out), out
+    assert re.search(r"power iteration +\d+\.\d+ ms +\(18 per step\)", out), out
+    assert re.search(r"the rest +-?\d+\.\d+ ms +\(\d+ other operations per step", out), out
