@@ -16,9 +16,8 @@ of --repeats; figures, not a test): per step, the time of its matmuls, of Adam's
 iterations' matrix-vector products (each operation of the timed epochs timed by a `TorchDispatchMode`), the last
 step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
 cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the
-last step, and the Python around them). --compiled adds the D update's
-forward and gradients (`FeatureSteps`, Adam left out) eager and under `torch.compile` (inductor, which needs a C++
-compiler), with the compile's seconds.
+last step, and the Python around them). --compiled adds one D update's forward and gradients (`FeatureSteps`,
+Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler), with the compile's seconds.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
 train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
@@ -37,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 import torch
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from algan.config import profile
