@@ -16,8 +16,9 @@ of --repeats; figures, not a test): per step, the time of its matmuls, of Adam's
 iterations' matrix-vector products (each operation of the timed epochs timed by a `TorchDispatchMode`), the last
 step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
 cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the
-last step, and the Python around them). --compiled adds one D update's forward and gradients (`FeatureSteps`,
-Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler), with the compile's seconds.
+last step, and the Python around them). --compiled adds one D update's forward and gradients
+(`FeatureSteps.d_gradients`, Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler),
+with the compile's seconds.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
 train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
@@ -153,19 +154,14 @@ def breakdown(args) -> None:
 
 
 def compiled(batch: int, dim: int, args) -> None:
-    """One D update's forward and gradients (`FeatureSteps`, without Adam) eager and under torch.compile."""
+    """One D update's forward and gradients (`FeatureSteps.d_gradients`, without Adam) eager and under
+    torch.compile."""
     cfg = _cfg(batch, dim, True, args, 1)
     G, D = build_networks(cfg.model)
     steps = FeatureSteps(G.train(), D.train(), *(torch.optim.Adam(m.parameters(), fused=True) for m in (G, D)))
     x = torch.randn(3 * batch, dim)
     weights = _row_weights_on(torch.device("cpu"), (batch, batch - batch // 4, batch // 4, batch - batch // 4,
                                                    batch // 4), cfg.train.alpha, cfg.train.xi)
-
-    def d_grads(x, row_weights, row_signs):
-        logits, saved = steps._d_forward(x)
-        signed = row_signs * logits
-        grad = torch.ops.aten.softplus_backward(row_weights, signed, 1.0, 20.0).mul_(row_signs)
-        return steps._d_backward(grad, saved, weights=True)[1]
 
     def timed(fn, reps: int = 200) -> float:
         best = math.inf
@@ -177,8 +173,8 @@ def compiled(batch: int, dim: int, args) -> None:
         return best
 
     with torch.no_grad():
-        eager = timed(d_grads)
-        fn, start = torch.compile(d_grads, fullgraph=True, dynamic=False), time.perf_counter()
+        eager = timed(steps.d_gradients)
+        fn, start = torch.compile(steps.d_gradients, fullgraph=True, dynamic=False), time.perf_counter()
         fn(x, *weights)
         compile_s = time.perf_counter() - start
         print(f"  D update without Adam ({3 * batch} rows): eager {1000 * eager:.2f} ms, torch.compile "
