@@ -5,20 +5,20 @@ matmul rate, `algan.timing.device_throughput`).
 Usage: python benchmarks/bench_feature_step.py [--dim 21 166 512 1280] [--batch 16 256] [--hidden 512]
        [--threads 1] [--mode default fast_step] [--breakdown [--compiled] [--repeats 3]] [--auroc]
 Prints one line per feature dimension and batch size: ms per step of the default step and of `train.fast_step`
-(ALGAN-feature's updates written out by hand, `algan.models.feature_step`: no autograd, one D pass per D step on
-all its rows, torch's fused Adam kernel), each as a multiple of the floor, and the speed-up. A step is timed as
-the difference between a run of 1 + E epochs and one of 1 epoch, over E x the batches per epoch: setup, the first
-epoch (no buffer yet) and the last (the gradient shares) cancel out. CPU time (`time.process_time`, one thread) is the figure to compare on a busy machine; wall time is
-printed beside it.
+(ALGAN-feature's updates written out by hand, `algan.models.feature_step`: no autograd, one D pass per D step on all
+its rows, torch's fused Adam kernel), each as a multiple of the floor, and the speed-up. A step is timed as the
+difference between a run of 1 + E epochs and one of 1 epoch, over E x the batches per epoch: setup, the first epoch
+(no buffer yet) and the last (the gradient shares) cancel out. CPU time (`time.process_time`, one thread) is the
+figure to compare on a busy machine; wall time is printed beside it.
 
---breakdown: where a `fast_step` step's time goes (batch and dimensions as given; CPU time, each figure the least
-of --repeats; figures, not a test): per step, the time of its matmuls, of Adam's kernel and of the power
-iterations' matrix-vector products (each operation of the timed epochs timed by a `TorchDispatchMode`), the last
-step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
-cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the
-last step, and the Python around them). --compiled adds one D update's forward and gradients
-(`FeatureSteps.d_gradients`, Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler),
-with the compile's seconds.
+--breakdown: where a `fast_step` step's time goes (batch and dimensions as given; CPU time, each figure the least of
+--repeats; figures, not a test): per step, the time of its matmuls, of Adam's kernel and of the power iterations'
+matrix-vector products (each operation timed by a `TorchDispatchMode` in a run of 2 + E epochs, summed over epochs 2
+to 1 + E: sums of times, never below zero, where a difference of two runs' kernels is noise on small nets), the last
+timed step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
+cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the last
+step, and the Python around them). --compiled adds one D update's forward and gradients (`FeatureSteps.d_gradients`,
+Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler), with the compile's seconds.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
 train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
@@ -80,30 +80,29 @@ KINDS = {"mm": "matmul", "addmm": "matmul", "_fused_adam_": "Adam", "mv": "power
 
 
 class _OpTimes(TorchDispatchMode):
-    """CPU seconds of every tensor operation by kind (`KINDS`, else "other"), measured around the operation itself
-    (the mode's own Python is outside), and the operations in order: (kind, the op, its operands as (shape,
-    stride) for matmuls)."""
+    """Every tensor operation in order, as (kind (`KINDS`, else "other"), the op, its operands as (shape, stride)
+    for matmuls, its CPU seconds measured around the operation itself: the mode's own Python is outside)."""
 
     def __init__(self):
         super().__init__()
-        self.seconds, self.ops = collections.Counter(), []
+        self.ops = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kind = KINDS.get(func.overloadpacket.__name__, "other")
         start = time.process_time()
         out = func(*args, **(kwargs or {}))
-        self.seconds[kind] += time.process_time() - start
+        seconds = time.process_time() - start
         operands = None
         if kind == "matmul":
             operands = [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args]
-        self.ops.append((kind, func, operands))
+        self.ops.append((kind, func, operands, seconds))
         return out
 
-    def last_step(self, adams: int) -> list[tuple]:
-        """The operations of the run's last step, for `adams` Adam kernels per step (n_dis for D, 1 for G, which
-        ends a step): those after the previous step's last."""
+    def span(self, after: int, adams: int) -> list[tuple]:
+        """The operations after the first `after` Adam kernels, up to and with the next `adams`: whole steps, for
+        multiples of the Adam kernels per step (n_dis for D and 1 for G, which ends a step)."""
         adam = [i for i, (kind, *_) in enumerate(self.ops) if kind == "Adam"]
-        return self.ops[adam[-1 - adams] + 1:adam[-1] + 1]
+        return self.ops[adam[after - 1] + 1 if after else 0:adam[after + adams - 1] + 1]
 
 
 def _hot(func, operands, reps: int = 30) -> float:
@@ -127,18 +126,17 @@ def breakdown(args) -> None:
             run(batch, dim, True, args, 1)  # warm-up
             step = min(run(batch, dim, True, args, 1 + args.epochs)[0] - run(batch, dim, True, args, 1)[0]
                        for _ in range(args.repeats)) / steps
+            per_step = _cfg(batch, dim, True, args, 1).train.n_dis + 1  # Adam kernels
             seconds = collections.Counter({kind: math.inf for kind in KINDS.values()})
-            for _ in range(args.repeats):
-                modes = []
-                for epochs in (1, 1 + args.epochs):
-                    with _OpTimes() as times:
-                        run(batch, dim, True, args, epochs)
-                    modes.append(times)
+            for _ in range(args.repeats):  # the operations of epochs 2 to 1 + E of a run of 2 + E epochs
+                with _OpTimes() as times:
+                    run(batch, dim, True, args, 2 + args.epochs)
+                timed = times.span(per_step * args.batches, per_step * steps)
                 for kind in seconds:
-                    seconds[kind] = min(seconds[kind], (modes[1].seconds[kind] - modes[0].seconds[kind]) / steps)
-            last = modes[1].last_step(_cfg(batch, dim, True, args, 1).train.n_dis + 1)
+                    seconds[kind] = min(seconds[kind], sum(s for k, *_, s in timed if k == kind) / steps)
+            last = times.span(per_step * (args.batches + steps - 1), per_step)
             calls = collections.Counter(kind for kind, *_ in last)
-            hot = sum(_hot(func, operands) for kind, func, operands in last if kind == "matmul")
+            hot = sum(_hot(func, operands) for kind, func, operands, _ in last if kind == "matmul")
             floor = count_flops(lambda: run(batch, dim, True, args, 1)) / args.batches / peak
             kernels = sum(seconds[k] for k in ("matmul", "Adam", "power iteration"))
             print(f"fast_step, {dim}-d features, batch {batch}: {1000 * step:.2f} ms per step, FLOP floor "

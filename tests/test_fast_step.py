@@ -183,7 +183,7 @@ def test_the_step_breakdown_counts_the_hand_steps_kernels():
     import sys
     from pathlib import Path
     script = Path(__file__).parents[1] / "benchmarks" / "bench_feature_step.py"
-    args = ["--breakdown", "--dim", "8", "--batch", "4", "--hidden", "16", "--batches", "3", "--epochs", "1",
+    args = ["--breakdown", "--dim", "8", "--batch", "4", "--hidden", "16", "--batches", "3", "--epochs", "2",
             "--repeats", "1"]
     out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
     assert re.search(r"8-d features, batch 4: \d+\.\d+ ms per step, FLOP floor \d+\.\d+ ms", out), out
