@@ -15,10 +15,12 @@ figure to compare on a busy machine; wall time is printed beside it.
 --repeats; figures, not a test): per step, the time of its matmuls, of Adam's kernel and of the power iterations'
 matrix-vector products (each operation timed by a `TorchDispatchMode` in a run of 2 + E epochs, summed over epochs 2
 to 1 + E: sums of times, never below zero, where a difference of two runs' kernels is noise on small nets), the last
-timed step's matmuls replayed one by one on operands of the same shapes and strides, each repeated while it stays in
-cache, and the rest (the step's time without the mode less those kernels: the other operations, counted in the last
-step, and the Python around them). --compiled adds one D update's forward and gradients (`FeatureSteps.d_gradients`,
-Adam left out) eager and under `torch.compile` (inductor, which needs a C++ compiler), with the compile's seconds.
+timed step's kernels of each kind replayed one by one on operands of the same shapes and strides, each repeated while
+it stays in cache (their sum: what the step would take if every operand stayed in cache and nothing else ran), and the
+rest (the step's time without the mode less those kernels: the other operations, counted in the last
+step, and the Python around them). --compiled adds the core of a step (x', the D updates, the G update, on fixed rows)
+eager, and with Adam as tensor operations eager and under `torch.compile` (inductor, which needs a C++ compiler; its
+Python and its C++ wrapper), with the compile's seconds.
 
 --auroc: what train.fast_step does to the test AUROC: the cached ALGAN-feature runs at the profile with
 train.fast_step beside the default step's with the same set and seed (the tabular page's and Table 2's runs; the
@@ -80,8 +82,9 @@ KINDS = {"mm": "matmul", "addmm": "matmul", "_fused_adam_": "Adam", "mv": "power
 
 
 class _OpTimes(TorchDispatchMode):
-    """Every tensor operation in order, as (kind (`KINDS`, else "other"), the op, its operands as (shape, stride)
-    for matmuls, its CPU seconds measured around the operation itself: the mode's own Python is outside)."""
+    """Every tensor operation in order, as (kind (`KINDS`, else "other"), the op, for the kinds of `KINDS` its
+    operands (`_spec`: tensors as shape, stride and dtype) and keyword arguments, its CPU seconds measured around
+    the operation itself: the mode's own Python is outside)."""
 
     def __init__(self):
         super().__init__()
@@ -92,9 +95,7 @@ class _OpTimes(TorchDispatchMode):
         start = time.process_time()
         out = func(*args, **(kwargs or {}))
         seconds = time.process_time() - start
-        operands = None
-        if kind == "matmul":
-            operands = [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args]
+        operands = None if kind == "other" else (_spec(args), kwargs or {})
         self.ops.append((kind, func, operands, seconds))
         return out
 
@@ -105,14 +106,33 @@ class _OpTimes(TorchDispatchMode):
         return self.ops[adam[after - 1] + 1 if after else 0:adam[after + adams - 1] + 1]
 
 
+def _spec(a):
+    """Tensors (also in lists and tuples) as ("tensor", shape, stride, dtype), for `_fresh`; other values as they are."""
+    if isinstance(a, torch.Tensor):
+        return ("tensor", tuple(a.shape), a.stride(), a.dtype)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_spec(x) for x in a)
+    return a
+
+
+def _fresh(spec):
+    """New tensors for a `_spec`, filled with values in [0.5, 1): positive (Adam's second moments), never subnormal."""
+    if isinstance(spec, tuple) and spec[:1] == ("tensor",):
+        return torch.empty_strided(spec[1], spec[2], dtype=spec[3]).uniform_(0.5, 1.0)
+    if isinstance(spec, (list, tuple)):
+        return type(spec)(_fresh(x) for x in spec)
+    return spec
+
+
 def _hot(func, operands, reps: int = 30) -> float:
-    """CPU seconds of one matmul on random operands of these shapes and strides, best of `reps` back-to-back calls."""
-    args = [torch.empty_strided(*a).normal_() if isinstance(a, tuple) else a for a in operands]
-    func(*args)
+    """CPU seconds of one kernel on new operands of these shapes and strides (`_OpTimes`' record), best of `reps`
+    back-to-back calls."""
+    args, kwargs = _fresh(operands[0]), operands[1]
+    func(*args, **kwargs)
     best = math.inf
     for _ in range(reps):
         start = time.process_time()
-        func(*args)
+        func(*args, **kwargs)
         best = min(best, time.process_time() - start)
     return best
 
@@ -136,47 +156,91 @@ def breakdown(args) -> None:
                     seconds[kind] = min(seconds[kind], sum(s for k, *_, s in timed if k == kind) / steps)
             last = times.span(per_step * (args.batches + steps - 1), per_step)
             calls = collections.Counter(kind for kind, *_ in last)
-            hot = sum(_hot(func, operands) for kind, func, operands, _ in last if kind == "matmul")
+            hot = collections.Counter()
+            for kind, func, operands, _ in last:
+                if kind != "other":
+                    hot[kind] += _hot(func, operands)
             floor = count_flops(lambda: run(batch, dim, True, args, 1)) / args.batches / peak
             kernels = sum(seconds[k] for k in ("matmul", "Adam", "power iteration"))
             print(f"fast_step, {dim}-d features, batch {batch}: {1000 * step:.2f} ms per step, FLOP floor "
                   f"{1000 * floor:.2f} ms")
-            print(f"  matmuls          {1000 * seconds['matmul']:5.2f} ms  ({calls['matmul']} per step; "
-                  f"{1000 * hot:.2f} ms when each runs alone, in cache)")
-            for kind in ("Adam", "power iteration"):
-                print(f"  {kind:16s} {1000 * seconds[kind]:5.2f} ms  ({calls[kind]} per step)")
+            for kind, name in (("matmul", "matmuls"), ("Adam", "Adam"), ("power iteration", "power iteration")):
+                print(f"  {name:16s} {1000 * seconds[kind]:5.2f} ms  ({calls[kind]} per step; "
+                      f"{1000 * hot[kind]:.2f} ms when each runs alone, in cache)")
             print(f"  the rest         {1000 * (step - kernels):5.2f} ms  ({calls['other']} other operations per "
                   f"step and the Python around them)")
+            print(f"  these kernels, each alone in cache: {1000 * sum(hot.values()):.2f} ms per step")
             if args.compiled:
                 compiled(batch, dim, args)
 
 
 def compiled(batch: int, dim: int, args) -> None:
-    """One D update's forward and gradients (`FeatureSteps.d_gradients`, without Adam) eager and under
-    torch.compile."""
+    """The core of one step (x' for D, n_dis D updates on the rows [real, x', buffered], the G update; rows and
+    latents held fixed) eager as `train.fast_step` runs it, then with Adam written as tensor operations
+    (`_adam_as_ops`: inductor cannot see into the fused kernel), eager and under torch.compile (inductor, its Python
+    wrapper and its C++ wrapper). CPU ms per step, the least of 5 blocks of 20."""
     cfg = _cfg(batch, dim, True, args, 1)
+    torch.manual_seed(0)
     G, D = build_networks(cfg.model)
-    steps = FeatureSteps(G.train(), D.train(), *(torch.optim.Adam(m.parameters(), fused=True) for m in (G, D)))
-    x = torch.randn(3 * batch, dim)
-    weights = _row_weights_on(torch.device("cpu"), (batch, batch - batch // 4, batch // 4, batch - batch // 4,
-                                                   batch // 4), cfg.train.alpha, cfg.train.xi)
+    opts = [torch.optim.Adam(m.parameters(), lr=lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=True)
+            for m, lr in ((G, cfg.train.lr_g), (D, cfg.train.lr_d))]
+    steps = FeatureSteps(G.train(), D.train(), *opts)
+    gen = torch.Generator().manual_seed(1)
+    x, x_buf = torch.randn(batch, dim, generator=gen), torch.randn(batch, dim, generator=gen)
+    z_d, z_g = (torch.randn(batch, cfg.model.latent_dim, generator=gen) for _ in range(2))
+    n_anom = batch // 4
+    weights = _row_weights_on(torch.device("cpu"), (batch, batch - n_anom, n_anom, batch - n_anom, n_anom),
+                              cfg.train.alpha, cfg.train.xi)
+    bn_stats = "running" if cfg.train.fake_bn_stats == "separate" else cfg.train.fake_bn_stats
 
-    def timed(fn, reps: int = 200) -> float:
+    def core():
+        x_fake = steps.fakes(z_d, bn_stats)
+        for _ in range(cfg.train.n_dis):
+            steps.d_step(torch.cat([x, x_fake, x_buf]), *weights)
+        return steps.g_step(z_g, cfg.train.generator_loss)
+
+    def timed(fn) -> float:
+        fn()
         best = math.inf
         for _ in range(5):
             start = time.process_time()
-            for _ in range(reps):
-                fn(x, *weights)
-            best = min(best, (time.process_time() - start) / reps)
-        return best
+            for _ in range(20):
+                fn()
+            best = min(best, (time.process_time() - start) / 20)
+        return 1000 * best
 
-    with torch.no_grad():
-        eager = timed(steps.d_gradients)
-        fn, start = torch.compile(steps.d_gradients, fullgraph=True, dynamic=False), time.perf_counter()
-        fn(x, *weights)
+    figures = [f"eager {timed(core):.2f} ms"]  # its first step creates Adam's state
+    steps._adam = _adam_as_ops(steps)
+    figures.append(f"with Adam as tensor operations: eager {timed(core):.2f} ms")
+    import torch._inductor.config as inductor
+    for wrapper in ("Python", "C++"):
+        torch._dynamo.reset()
+        fn, start = torch.compile(core, dynamic=False), time.perf_counter()
+        with inductor.patch(cpp_wrapper=wrapper == "C++"):
+            fn()
         compile_s = time.perf_counter() - start
-        print(f"  D update without Adam ({3 * batch} rows): eager {1000 * eager:.2f} ms, torch.compile "
-              f"{1000 * timed(fn):.2f} ms (compiled in {compile_s:.1f} s)")
+        figures.append(f"torch.compile, {wrapper} wrapper {timed(fn):.2f} ms (compiled in {compile_s:.0f} s)")
+    print(f"  the step's core ({cfg.train.n_dis} D updates on {3 * batch} rows, the G update, x'): " + "; ".join(figures))
+
+
+def _adam_as_ops(steps: FeatureSteps):
+    """`FeatureSteps._adam` as tensor operations (torch's single-tensor Adam, one step count per optimiser), for
+    torch.compile; the same update as the fused kernel up to rounding."""
+    counts = {}
+
+    def adam(opt, grads):
+        group = opt.param_groups[0]
+        (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
+        params = steps._params[opt]
+        step = counts.setdefault(opt, opt.state[params[0]]["step"].clone())
+        step.add_(1)
+        correction1, root2 = 1 - beta1 ** step, (1 - beta2 ** step).sqrt()
+        for p, g in zip(params, grads):
+            state = opt.state[p]
+            state["exp_avg"].lerp_(g, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.sub_(lr / correction1 * state["exp_avg"] / (state["exp_avg_sq"].sqrt() / root2 + eps))
+    return adam
 
 
 def auroc(args) -> None:
@@ -231,7 +295,7 @@ def main() -> None:
     parser.add_argument("--mode", nargs="+", default=["default", "fast_step"], choices=["default", "fast_step"])
     parser.add_argument("--breakdown", action="store_true", help="where a fast_step step's time goes")
     parser.add_argument("--repeats", type=int, default=3, help="with --breakdown: runs per figure (the least is kept)")
-    parser.add_argument("--compiled", action="store_true", help="with --breakdown: the D update under torch.compile")
+    parser.add_argument("--compiled", action="store_true", help="with --breakdown: the step's core under torch.compile")
     parser.add_argument("--auroc", action="store_true", help="compare the cached runs' AUROC instead of timing")
     parser.add_argument("--runs", default="results/runs")
     parser.add_argument("--profile", default="cpu")

@@ -175,19 +175,51 @@ def test_the_hand_written_fakes_are_make_fakes_in_float64(bn_stats):
 
 
 def test_the_step_breakdown_counts_the_hand_steps_kernels():
-    """`bench_feature_step.py --breakdown` (small nets): per step, the hand-written step's 33 matmuls (2 D
-    updates x 8, the G update's 14, x' 3), 3 Adam kernels (2 D, 1 G) and 18 power-iteration products (3 D
-    passes x 3 layers x 2), each line with its milliseconds."""
+    """`bench_feature_step.py --breakdown --compiled` (small nets): per step, the hand-written step's 33 matmuls
+    (2 D updates x 8, the G update's 14, x' 3), 3 Adam kernels (2 D, 1 G) and 18 power-iteration products (3 D
+    passes x 3 layers x 2), each line with its milliseconds, and the step's core eager and compiled."""
     import re
     import subprocess
     import sys
     from pathlib import Path
     script = Path(__file__).parents[1] / "benchmarks" / "bench_feature_step.py"
-    args = ["--breakdown", "--dim", "8", "--batch", "4", "--hidden", "16", "--batches", "3", "--epochs", "2",
-            "--repeats", "1"]
+    args = ["--breakdown", "--compiled", "--dim", "8", "--batch", "4", "--hidden", "16", "--batches", "3",
+            "--epochs", "2", "--repeats", "1"]
     out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
     assert re.search(r"8-d features, batch 4: \d+\.\d+ ms per step, FLOP floor \d+\.\d+ ms", out), out
-    assert re.search(r"matmuls +\d+\.\d+ ms +\(33 per step; \d+\.\d+ ms when each runs alone", out), out
-    assert re.search(r"Adam +\d+\.\d+ ms +\(3 per step\)", out), out
-    assert re.search(r"power iteration +\d+\.\d+ ms +\(18 per step\)", out), out
+    for name, count in (("matmuls", 33), ("Adam", 3), ("power iteration", 18)):
+        assert re.search(name + rf" +\d+\.\d+ ms +\({count} per step; \d+\.\d+ ms when each runs alone", out), out
     assert re.search(r"the rest +-?\d+\.\d+ ms +\(\d+ other operations per step", out), out
+    assert re.search(r"these kernels, each alone in cache: \d+\.\d+ ms per step", out), out
+    assert re.search(r"core \(2 D updates on 12 rows, the G update, x'\): eager \d+\.\d+ ms; with Adam as tensor "
+                     r"operations: eager \d+\.\d+ ms; torch.compile, Python wrapper \d+\.\d+ ms \(compiled in \d+ s\); "
+                     r"torch.compile, C\+\+ wrapper \d+\.\d+ ms", out), out
+
+
+def test_the_benchmarks_adam_as_tensor_operations_is_the_fused_kernels_update():
+    """`_adam_as_ops` (what the benchmark's torch.compile runs) updates parameters and moments as the fused kernel
+    does, up to float32 rounding, over 3 steps."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_feature_step.py"
+    spec = importlib.util.spec_from_file_location("bench_feature_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        G, D = build_networks(profile("smoke", kind="feature").model)
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True) for m in (G, D)]
+        nets.append(FeatureSteps(G.train(), D.train(), *opts))
+    gen = torch.Generator().manual_seed(1)
+    for step in range(4):  # the first creates the state (the optimiser's own step, in both), as in the benchmark
+        grads = [torch.randn(p.shape, generator=gen) for p in nets[0]._params[nets[0].opt_d]]
+        for steps in nets:
+            with torch.no_grad():
+                steps._adam(steps.opt_d, [g.clone() for g in grads])
+        if step == 0:
+            nets[1]._adam = bench._adam_as_ops(nets[1])
+    for a, b in zip(*(steps._params[steps.opt_d] for steps in nets)):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(nets[1].opt_d.state[b][key], nets[0].opt_d.state[a][key])
