@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import torch
+from torch.optim.adam import adam as single_tensor_adam
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from algan.config import profile
@@ -224,22 +225,18 @@ def compiled(batch: int, dim: int, args) -> None:
 
 
 def _adam_as_ops(steps: FeatureSteps):
-    """`FeatureSteps._adam` as tensor operations (torch's single-tensor Adam, one step count per optimiser), for
-    torch.compile; the same update as the fused kernel up to rounding."""
+    """`FeatureSteps._adam` as torch's single-tensor Adam (`torch.optim.adam.adam`, foreach=False), tensor operations
+    that torch.compile can fuse, on the optimiser's state with step counts of its own: the same update as the fused
+    kernel up to rounding."""
     counts = {}
 
     def adam(opt, grads):
-        group = opt.param_groups[0]
-        (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
-        params = steps._params[opt]
-        step = counts.setdefault(opt, opt.state[params[0]]["step"].clone())
-        step.add_(1)
-        correction1, root2 = 1 - beta1 ** step, (1 - beta2 ** step).sqrt()
-        for p, g in zip(params, grads):
-            state = opt.state[p]
-            state["exp_avg"].lerp_(g, 1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.sub_(lr / correction1 * state["exp_avg"] / (state["exp_avg_sq"].sqrt() / root2 + eps))
+        params, group = steps._params[opt], opt.param_groups[0]
+        states = [opt.state[p] for p in params]
+        single_tensor_adam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                           counts.setdefault(opt, [s["step"].clone() for s in states]), foreach=False,
+                           amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+                           weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
     return adam
 
 

@@ -197,8 +197,8 @@ def test_the_step_breakdown_counts_the_hand_steps_kernels():
 
 
 def test_the_benchmarks_adam_as_tensor_operations_is_the_fused_kernels_update():
-    """`_adam_as_ops` (what the benchmark's torch.compile runs) updates parameters and moments as the fused kernel
-    does, up to float32 rounding, over 3 steps."""
+    """`_adam_as_ops` (torch's single-tensor Adam on the optimiser's state, what the benchmark compiles) updates
+    parameters and moments as the fused kernel does, up to float32 rounding, over 3 steps."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).parents[1] / "benchmarks" / "bench_feature_step.py"

@@ -84,20 +84,14 @@ class FeatureSteps:
             grad = torch.mm(scaled, weight) if i or not weights else None
         return grad, grads[::-1]
 
-    def d_gradients(self, x: torch.Tensor, row_weights: torch.Tensor, row_signs: torch.Tensor):
-        """D's logits (R,) on the rows x (R, dim), the loss sum(w softplus(s logit)) and its gradients in the order
-        of D's parameters, with each spectral norm's u, v advanced (call under torch.no_grad)."""
-        logits, saved = self._d_forward(x)
-        signed = row_signs * logits
-        loss = torch.dot(row_weights, F.softplus(signed))
-        grad = _aten.softplus_backward(row_weights, signed, 1.0, 20.0).mul_(row_signs)
-        return logits, loss, self._d_backward(grad, saved, weights=True)[1]
-
     def d_step(self, x: torch.Tensor, row_weights: torch.Tensor, row_signs: torch.Tensor):
         """One D update on the rows x (R, dim) with the loss sum(w softplus(s logit)): (logits (R,), loss)."""
         with torch.no_grad():
-            logits, loss, grads = self.d_gradients(x, row_weights, row_signs)
-            self._adam(self.opt_d, grads)
+            logits, saved = self._d_forward(x)
+            signed = row_signs * logits
+            loss = torch.dot(row_weights, F.softplus(signed))
+            grad = _aten.softplus_backward(row_weights, signed, 1.0, 20.0).mul_(row_signs)
+            self._adam(self.opt_d, self._d_backward(grad, saved, weights=True)[1])
         return logits, loss
 
     # ---- G --------------------------------------------------------------------------------------------
